@@ -1,0 +1,61 @@
+// Backend is the small interface between the snapshotter core (src/core) and
+// the storage that holds snapshot content: dm-thin volumes (devmapper) or
+// ext4 image files (blockfile). The core owns keys, parents, kinds, labels
+// and the metadata transactions; a backend only knows snapshot ids.
+//
+// Crash safety contract (the core relies on it):
+//   - create() runs after the core has committed a `creating` row for the id
+//     and before it marks the row ready. A crash in between leaves a row the
+//     next start-up deletes, calling destroy() for its id.
+//   - detach() runs *inside* the core's remove transaction and must be a
+//     short, synchronous, reversible step (blockfile renames the file to
+//     rm-<id>). If the transaction fails, reattach() undoes it.
+//   - destroy() runs after the remove transaction committed. It must be
+//     idempotent: a crash may run it again, or cleanup() may find leftovers.
+//   - cleanup(live) removes every storage object whose id is not in `live`,
+//     and any leftover of an interrupted destroy. It is how orphans from any
+//     crash point are reclaimed, at start-up and on containerd's Cleanup.
+
+import type { Kind, Usage } from '../snapshots/snapshotter.js';
+import type { Mount } from '../snapshots/mount.js';
+import type { Tx } from '../storage/metastore.js';
+
+/** BackendSnapshot is what a backend is told about one snapshot. */
+export interface BackendSnapshot {
+  /** id is the store's id: unique, never reused, the only name a backend uses. */
+  id: number;
+  kind: Kind;
+  /** parent is the committed parent (its own parent is not needed). */
+  parent?: { id: number };
+  /** sizeBytes is the requested virtual size (label containerd.io/snapshot/max-size). */
+  sizeBytes?: number;
+}
+
+/** CleanupReport says what cleanup() reclaimed, for logs and `tsblock gc`. */
+export interface CleanupReport {
+  removed: string[];
+}
+
+/** Backend is implemented by blockfile and devmapper. */
+export interface Backend {
+  readonly name: string;
+  /** init makes the base image or pool ready; called once before serving. */
+  init(): Promise<void>;
+  /** create makes storage for a new active or view snapshot. */
+  create(snap: BackendSnapshot): Promise<void>;
+  /** mounts returns the single mount of a ready snapshot (may activate a device). */
+  mounts(snap: BackendSnapshot): Promise<Mount[]>;
+  /** commit makes an active snapshot's content durable and returns its usage. */
+  commit(snap: BackendSnapshot): Promise<Usage>;
+  /** usage measures an active snapshot now (committed ones are cached by the core). */
+  usage(snap: BackendSnapshot): Promise<Usage>;
+  /** detach is the synchronous in-transaction first step of removal. */
+  detach(snap: BackendSnapshot, tx: Tx): void;
+  /** reattach undoes detach when the remove transaction failed. */
+  reattach(snap: BackendSnapshot): void;
+  /** destroy releases a snapshot's storage; idempotent. */
+  destroy(snap: BackendSnapshot): Promise<void>;
+  /** cleanup reclaims storage whose id is not live, and leftovers. */
+  cleanup(live: ReadonlySet<number>): Promise<CleanupReport>;
+  close(): Promise<void>;
+}

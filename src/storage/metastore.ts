@@ -1,0 +1,74 @@
+// MetaStore opens the SQLite database that holds every snapshot's metadata
+// and runs each operation in exactly one transaction.
+//
+// better-sqlite3 transactions are synchronous: the callback must not await.
+// Short kernel calls (FICLONE, rename, a dm message) may run inside one; slow
+// work (copies, mkfs, tar apply) runs outside, bracketed by state rows so a
+// crash between two transactions is recognisable and reconciled at start-up.
+
+import Database from 'better-sqlite3';
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { InternalError } from '../errdefs.js';
+import { migrate, type Migration } from './schema.js';
+
+/** Tx is the handle a transaction callback receives; it is the database, inside a transaction. */
+export type Tx = Database.Database;
+
+/** MetaStoreOptions tune how the database is opened. */
+export interface MetaStoreOptions {
+  /** readonly opens for inspection (CLI verbs while the daemon runs). */
+  readonly?: boolean;
+  /** extraMigrations are a backend's own tables (e.g. devmapper devices). */
+  extraMigrations?: readonly Migration[];
+}
+
+/** MetaStore wraps one better-sqlite3 connection in WAL mode. */
+export class MetaStore {
+  readonly db: Database.Database;
+  private closed = false;
+
+  constructor(readonly path: string, opts: MetaStoreOptions = {}) {
+    if (!opts.readonly) mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+    this.db = new Database(path, { readonly: opts.readonly ?? false, fileMustExist: opts.readonly ?? false });
+    this.db.pragma('busy_timeout = 5000');
+    if (!opts.readonly) {
+      this.db.pragma('journal_mode = WAL');
+      // NORMAL in WAL mode is durable across process crashes (kill -9), which is
+      // the failure the snapshotter must survive without loss; FULL would add an
+      // fsync per commit for power loss on top.
+      this.db.pragma('synchronous = NORMAL');
+      this.db.pragma('foreign_keys = ON');
+      migrate(this.db, opts.extraMigrations ?? []);
+    }
+  }
+
+  /** read runs fn in a read transaction (a consistent snapshot of the data). */
+  read<T>(fn: (tx: Tx) => T): T {
+    this.assertOpen();
+    return this.db.transaction(() => fn(this.db)).deferred();
+  }
+
+  /** write runs fn in one IMMEDIATE transaction: all of it commits, or none. */
+  write<T>(fn: (tx: Tx) => T): T {
+    this.assertOpen();
+    const result = this.db.transaction(() => {
+      const value = fn(this.db);
+      if (value instanceof Promise) {
+        throw new InternalError('a transaction callback returned a promise; transactions must be synchronous');
+      }
+      return value;
+    }).immediate();
+    return result;
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.db.close();
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw new InternalError('metadata store is closed');
+  }
+}
