@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Installs what tsblock needs on Debian 12, then `npm ci` and the build.
+#   scripts/install-deps.sh          to run tsblock (e2fsprogs, xfsprogs, Node ≥ 20)
+#   scripts/install-deps.sh --test   also what the test suite uses (containerd, runc,
+#                                    qemu + Debian's kernel for the device-mapper VM)
+# Idempotent: packages already present are not reinstalled; npm ci runs only when
+# package-lock.json changed since the last install.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TEST=0
+[ "${1:-}" = "--test" ] && TEST=1
+
+pkgs=(e2fsprogs xfsprogs util-linux ca-certificates)
+[ "$TEST" = 1 ] && pkgs+=(containerd runc busybox-static python3 qemu-system-x86 linux-image-amd64
+  tiny-initramfs cpio kmod xz-utils dmsetup thin-provisioning-tools btrfs-progs zstd curl golang-go
+  golang-github-containerd-containerd-dev)
+
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+node_ok() { command -v node >/dev/null && node -e 'process.exit(+process.versions.node.split(".")[0] >= 20 ? 0 : 1)'; }
+if ! node_ok; then missing+=(nodejs npm); fi
+
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+if ! node_ok; then
+  echo "tsblock needs Node.js >= 20 (found: $(node --version 2>/dev/null || echo none))." >&2
+  echo "Debian 12's nodejs is 18; install Node 20 from your distribution's backports or nodejs.org packages." >&2
+  exit 1
+fi
+
+stamp=node_modules/.tsblock-lock.sha
+want=$(sha256sum package-lock.json | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  npm ci --no-audit --no-fund
+  echo "$want" >"$stamp"
+fi
+npm run build >/dev/null

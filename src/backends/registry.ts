@@ -1,0 +1,65 @@
+// registry maps a backend name to its factory, so the daemon, the CLI and the
+// tests build backends the same way from one config shape.
+
+import { join } from 'node:path';
+import type { Backend } from './backend.js';
+import { BlockfileBackend, DEFAULT_BASE_SIZE } from './blockfile/blockfile.js';
+import { InvalidArgumentError } from '../errdefs.js';
+import type { CoreLogger } from '../core/snapshotter.js';
+import type { MetaStore } from '../storage/metastore.js';
+import type { Migration } from '../storage/schema.js';
+
+/** BACKENDS are the names `--backend` accepts. */
+export const BACKENDS = ['blockfile', 'devmapper'] as const;
+/** BackendName is one of BACKENDS. */
+export type BackendName = (typeof BACKENDS)[number];
+
+/** BackendSettings are the backend-relevant parts of the daemon config. */
+export interface BackendSettings {
+  backend: BackendName;
+  root: string;
+  /** baseSize is each snapshot's default virtual size in bytes. */
+  baseSize?: number;
+  /** mountOptions are appended to every returned mount. */
+  mountOptions?: string[];
+  /** devmapper: an existing thin-pool to use instead of an owned one. */
+  poolName?: string;
+  /** devmapper: sizes of the owned pool's sparse data and metadata files. */
+  dataSize?: number;
+  metadataSize?: number;
+  discardOnRemove?: boolean;
+}
+
+/** BackendFactory is what a backend module provides. */
+export interface BackendModule {
+  migrations: readonly Migration[];
+  create(settings: BackendSettings, store: MetaStore, log: CoreLogger): Backend;
+}
+
+/** isBackendName narrows a string to a BackendName. */
+export function isBackendName(s: string): s is BackendName {
+  return (BACKENDS as readonly string[]).includes(s);
+}
+
+const blockfile: BackendModule = {
+  migrations: [],
+  create: (s, _store, log) =>
+    new BlockfileBackend({
+      dir: join(s.root, 'blockfile'),
+      baseSize: s.baseSize ?? DEFAULT_BASE_SIZE,
+      mountOptions: s.mountOptions,
+      log,
+    }),
+};
+
+/** loadBackendModule returns the module for a backend name (devmapper is loaded lazily). */
+export async function loadBackendModule(name: string): Promise<BackendModule> {
+  if (name === 'blockfile') return blockfile;
+  if (name === 'devmapper') {
+    // Loaded on demand so a blockfile daemon never opens /dev/mapper/control.
+    const path = './devmapper/index.js';
+    const mod = (await import(path)) as { devmapperModule: BackendModule };
+    return mod.devmapperModule;
+  }
+  throw new InvalidArgumentError(`unknown backend ${JSON.stringify(name)} (expected one of ${BACKENDS.join(', ')})`);
+}

@@ -1,0 +1,289 @@
+// CoreSnapshotter is the one implementation of containerd's snapshotter
+// rules in tsblock, over any Backend. It owns keys, parents, kinds, labels
+// and timestamps in SQLite; the backend owns the bytes.
+//
+// Transaction shape of each operation (see backends/backend.ts):
+//   prepare/view  tx: validate + insert `creating` row → backend.create →
+//                 tx: mark ready (on failure: tx delete row, backend.destroy)
+//   commit        backend.commit (durability, usage) → tx: re-validate + rename
+//   remove        tx: validate + delete row + backend.detach → backend.destroy
+//   update        tx
+// A crash between two steps leaves either a `creating` row or storage no row
+// owns; open() reconciles both before the first request is served.
+
+import type { Backend, BackendSnapshot, CleanupReport } from '../backends/backend.js';
+import {
+  AlreadyExistsError,
+  FailedPreconditionError,
+  InvalidArgumentError,
+  NotFoundError,
+  ResourceExhaustedError,
+  errorMessage,
+  isTsblockError,
+} from '../errdefs.js';
+import { isErrno } from '../../ffi/errno.js';
+import { parseFilters } from '../snapshots/filters.js';
+import { validateKey } from '../snapshots/keys.js';
+import { parseSizeLabel, validateLabels } from '../snapshots/labels.js';
+import type { Mount } from '../snapshots/mount.js';
+import { Kind, type Info, type SnapshotOpts, type Snapshotter, type Usage } from '../snapshots/snapshotter.js';
+import type { MetaStore } from '../storage/metastore.js';
+import { SnapshotRows, now, type SnapshotRow } from '../storage/snapshots.js';
+import { KeyLock } from './keylock.js';
+
+/** CoreLogger receives one structured record per notable event. */
+export type CoreLogger = (level: 'debug' | 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) => void;
+
+/** CoreOptions wire a store and a backend into a snapshotter. */
+export interface CoreOptions {
+  store: MetaStore;
+  backend: Backend;
+  log?: CoreLogger;
+}
+
+const noLog: CoreLogger = () => {};
+
+/** CoreSnapshotter implements Snapshotter over a MetaStore and a Backend. */
+export class CoreSnapshotter implements Snapshotter {
+  private readonly rows: SnapshotRows;
+  private readonly locks = new KeyLock();
+  private readonly log: CoreLogger;
+  private closed = false;
+
+  private constructor(
+    readonly store: MetaStore,
+    readonly backend: Backend,
+    log?: CoreLogger,
+  ) {
+    this.rows = new SnapshotRows(store.db);
+    this.log = log ?? noLog;
+  }
+
+  /** open initialises the backend and reconciles what a crash may have left behind. */
+  static async open(opts: CoreOptions): Promise<CoreSnapshotter> {
+    const sn = new CoreSnapshotter(opts.store, opts.backend, opts.log);
+    await opts.backend.init();
+    await sn.reconcile();
+    return sn;
+  }
+
+  /** reconcile deletes half-made snapshots and reclaims storage no row owns. */
+  async reconcile(): Promise<CleanupReport> {
+    const removed: string[] = [];
+    for (const row of this.store.read(() => this.rows.creating())) {
+      await this.backend.destroy(this.toBackend(row));
+      this.store.write(() => this.rows.delete(row.id));
+      removed.push(`unfinished snapshot ${row.id} (${row.key})`);
+    }
+    const live = this.store.read(() => this.rows.allIds());
+    const report = await this.backend.cleanup(live);
+    removed.push(...report.removed);
+    if (removed.length > 0) this.log('info', 'reconciled storage', { removed });
+    return { removed };
+  }
+
+  async stat(key: string): Promise<Info> {
+    validateKey(key);
+    return this.store.read(() => this.rows.info(this.mustGet(key)));
+  }
+
+  async update(info: Info, fieldpaths: string[] = []): Promise<Info> {
+    validateKey(info?.name, 'name');
+    validateLabels(info.labels);
+    return this.locks.run([info.name], async () =>
+      this.store.write(() => {
+        const row = this.mustGet(info.name);
+        const labels = this.rows.labels(row.id);
+        const given = info.labels ?? {};
+        let next: Record<string, string>;
+        if (fieldpaths.length === 0) {
+          next = { ...given };
+        } else {
+          next = { ...labels };
+          for (const path of fieldpaths) {
+            if (path.startsWith('labels.')) {
+              next[path.slice('labels.'.length)] = given[path.slice('labels.'.length)] ?? '';
+            } else if (path === 'labels') {
+              next = { ...given };
+            } else {
+              throw new InvalidArgumentError(`cannot update ${JSON.stringify(path)} field on snapshot ${JSON.stringify(info.name)}`);
+            }
+          }
+        }
+        for (const [k, v] of Object.entries(next)) if (v === '') delete next[k];
+        validateLabels(next);
+        this.rows.writeLabels(row.id, next);
+        this.rows.touch(row.id, now());
+        return this.rows.info(this.mustGet(info.name));
+      }),
+    );
+  }
+
+  async usage(key: string): Promise<Usage> {
+    validateKey(key);
+    const row = this.store.read(() => this.mustGet(key));
+    if (row.kind === Kind.Committed) return { size: row.size, inodes: row.inodes };
+    if (row.kind === Kind.View) return { size: 0, inodes: 0 };
+    return this.wrap(() => this.backend.usage(this.toBackend(row)));
+  }
+
+  async mounts(key: string): Promise<Mount[]> {
+    validateKey(key);
+    const row = this.store.read(() => this.mustGet(key));
+    if (row.kind === Kind.Committed) {
+      throw new FailedPreconditionError(`requested snapshot ${key} not active or view`);
+    }
+    return this.wrap(() => this.backend.mounts(this.toBackend(row)));
+  }
+
+  prepare(key: string, parent: string, opts?: SnapshotOpts): Promise<Mount[]> {
+    return this.create(Kind.Active, key, parent, opts);
+  }
+
+  view(key: string, parent: string, opts?: SnapshotOpts): Promise<Mount[]> {
+    return this.create(Kind.View, key, parent, opts);
+  }
+
+  async commit(name: string, key: string, opts?: SnapshotOpts): Promise<void> {
+    validateKey(name, 'name');
+    validateKey(key);
+    validateLabels(opts?.labels);
+    await this.locks.run([key, name], async () => {
+      const row = this.store.read(() => this.checkCommit(name, key));
+      const usage = await this.wrap(() => this.backend.commit(this.toBackend(row)));
+      this.store.write(() => {
+        const again = this.checkCommit(name, key);
+        this.rows.commit(again.id, name, now(), usage);
+        this.rows.writeLabels(again.id, opts?.labels ?? {});
+      });
+    });
+  }
+
+  async remove(key: string): Promise<void> {
+    validateKey(key);
+    await this.locks.run([key], async () => {
+      let detached: BackendSnapshot | undefined;
+      try {
+        this.store.write((tx) => {
+          const row = this.mustGet(key);
+          if (this.rows.hasChildren(row.id)) {
+            throw new FailedPreconditionError(`cannot remove snapshot ${key} with child`);
+          }
+          this.rows.delete(row.id);
+          const snap = this.toBackend(row);
+          this.backend.detach(snap, tx);
+          detached = snap;
+        });
+      } catch (err) {
+        if (detached) this.backend.reattach(detached);
+        throw err;
+      }
+      const snap = detached!;
+      try {
+        await this.backend.destroy(snap);
+      } catch (err) {
+        // The snapshot is gone from the metadata; its storage is an orphan that
+        // cleanup() reclaims. containerd's GC must not be stopped by it.
+        this.log('warn', 'snapshot removed, storage left for cleanup', { key, id: snap.id, error: errorMessage(err) });
+      }
+    });
+  }
+
+  async walk(fn: (info: Info) => void | Promise<void>, filters: string[] = []): Promise<void> {
+    const match = parseFilters(filters);
+    const infos = this.store.read(() => this.rows.allInfos());
+    for (const info of infos) {
+      if (match(info)) await fn(info);
+    }
+  }
+
+  async cleanup(): Promise<void> {
+    const live = this.store.read(() => this.rows.allIds());
+    const report = await this.wrap(() => this.backend.cleanup(live));
+    if (report.removed.length > 0) this.log('info', 'cleanup reclaimed storage', { removed: report.removed });
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.backend.close();
+    this.store.close();
+  }
+
+  /** rowsView exposes read-only row access for CLI verbs and tests. */
+  listRows(): SnapshotRow[] {
+    return this.store.read(() => this.rows.rows());
+  }
+
+  private async create(kind: Kind, key: string, parent: string, opts?: SnapshotOpts): Promise<Mount[]> {
+    validateKey(key);
+    if (parent !== '') validateKey(parent, 'parent');
+    validateLabels(opts?.labels);
+    const sizeBytes = parseSizeLabel(opts?.labels);
+    return this.locks.run([key], async () => {
+      const row = this.store.write(() => {
+        if (this.rows.get(key)) throw new AlreadyExistsError(`snapshot ${key}: already exists`);
+        let parentId: number | null = null;
+        if (parent !== '') {
+          const p = this.rows.get(parent);
+          if (!p || p.state !== 'ready') throw new NotFoundError(`parent snapshot ${parent} does not exist`);
+          if (p.kind !== Kind.Committed) {
+            throw new InvalidArgumentError(`parent ${JSON.stringify(parent)} is not committed snapshot`);
+          }
+          parentId = p.id;
+        }
+        const id = this.rows.insert({ key, parentId, kind, state: 'creating', labels: opts?.labels ?? {}, at: now() });
+        return this.rows.getById(id)!;
+      });
+      const snap: BackendSnapshot = { ...this.toBackend(row), sizeBytes };
+      try {
+        await this.wrap(() => this.backend.create(snap));
+        this.store.write(() => this.rows.markReady(row.id));
+        return await this.wrap(() => this.backend.mounts(snap));
+      } catch (err) {
+        await this.undoCreate(snap, err);
+        throw err;
+      }
+    });
+  }
+
+  private async undoCreate(snap: BackendSnapshot, cause: unknown): Promise<void> {
+    try {
+      await this.backend.destroy(snap);
+      this.store.write(() => this.rows.delete(snap.id));
+    } catch (err) {
+      // Left as a `creating` row: the next start-up or cleanup removes it.
+      this.log('error', 'could not undo a failed create', { id: snap.id, error: errorMessage(err), cause: errorMessage(cause) });
+    }
+  }
+
+  private checkCommit(name: string, key: string): SnapshotRow {
+    const row = this.rows.get(key);
+    if (!row || row.state !== 'ready') throw new NotFoundError(`failed to get active snapshot ${JSON.stringify(key)}: not found`);
+    if (row.kind !== Kind.Active) throw new FailedPreconditionError(`snapshot ${JSON.stringify(key)} is not active`);
+    if (this.rows.get(name)) throw new AlreadyExistsError(`committed snapshot ${name}: already exists`);
+    return row;
+  }
+
+  private mustGet(key: string): SnapshotRow {
+    const row = this.rows.get(key);
+    if (!row || row.state !== 'ready') throw new NotFoundError(`snapshot ${key}: not found`);
+    return row;
+  }
+
+  private toBackend(row: SnapshotRow): BackendSnapshot {
+    return { id: row.id, kind: row.kind, parent: row.parentId === null ? undefined : { id: row.parentId } };
+  }
+
+  /** wrap turns raw kernel errors callers can act on into typed ones. */
+  private async wrap<T>(fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      if (!isTsblockError(err) && isErrno(err, 'ENOSPC', 'EDQUOT')) {
+        throw new ResourceExhaustedError(`no space left for snapshot storage: ${errorMessage(err)}`, { cause: err });
+      }
+      throw err;
+    }
+  }
+}

@@ -1,0 +1,81 @@
+// listen binds a grpc-js server to a unix socket the way a proxy snapshotter
+// must: never steal the socket of a live instance (two tsblock processes over
+// one root would corrupt it), but do replace the stale socket a crash left
+// behind, and leave the socket readable only by root (and one group).
+
+import { chmod, chown, lstat, mkdir, unlink } from 'node:fs/promises';
+import { connect } from 'node:net';
+import { dirname } from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import { FailedPreconditionError, UnavailableError } from '../errdefs.js';
+
+/** ListenOptions shape the socket file: mode (default 0660) and an optional owning gid. */
+export interface ListenOptions {
+  mode?: number;
+  gid?: number;
+}
+
+/**
+ * listenUnix binds server to socketPath. A socket someone answers on is
+ * UnavailableError; a dead one is removed; any other file there is
+ * FailedPreconditionError (we never delete what we did not create).
+ */
+export async function listenUnix(server: grpc.Server, socketPath: string, opts: ListenOptions = {}): Promise<void> {
+  // TODO(lead): accept `fd://` addresses (systemd socket activation, as soci does).
+  await clearStaleSocket(socketPath);
+  await mkdir(dirname(socketPath), { recursive: true, mode: 0o755 });
+  await new Promise<void>((resolve, reject) => {
+    server.bindAsync(`unix://${socketPath}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve()));
+  });
+  // The window between bind and chmod only ever widens nothing: the socket is
+  // created under the process umask, and we narrow or set it right away.
+  await chmod(socketPath, opts.mode ?? 0o660);
+  if (opts.gid !== undefined) await chown(socketPath, -1, opts.gid);
+}
+
+/** clearStaleSocket removes a socket file nobody listens on; see listenUnix for the other cases. */
+async function clearStaleSocket(socketPath: string): Promise<void> {
+  let st;
+  try {
+    st = await lstat(socketPath);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw err;
+  }
+  if (!st.isSocket()) throw new FailedPreconditionError(`${socketPath} exists and is not a socket; refusing to replace it`);
+  if (await answers(socketPath)) throw new UnavailableError(`another server is listening on ${socketPath}`);
+  try {
+    await unlink(socketPath);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+}
+
+/** answers tells whether something accepts connections on a unix socket. */
+function answers(socketPath: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const sock = connect({ path: socketPath });
+    const done = (live: boolean): void => {
+      sock.destroy();
+      resolve(live);
+    };
+    sock.once('connect', () => done(true));
+    // ECONNREFUSED is the stale case; ENOENT means it vanished meanwhile.
+    sock.once('error', () => done(false));
+    sock.setTimeout(2000, () => done(true)); // a listener too busy to accept is still alive
+  });
+}
+
+/** shutdownServer lets in-flight RPCs finish, then cuts the rest after timeoutMs. */
+export function shutdownServer(server: grpc.Server, timeoutMs: number): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => {
+      server.forceShutdown();
+      resolve();
+    }, timeoutMs);
+    server.tryShutdown(() => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+}

@@ -1,0 +1,218 @@
+// SnapshotRows is the data access layer for the snapshots and labels tables.
+// Every method must run inside a MetaStore transaction; statements are
+// prepared once per connection. It enforces nothing about containerd's rules
+// (that is src/core's job) except what the schema itself guarantees.
+
+import type Database from 'better-sqlite3';
+import { Kind, type Info, type Timestamp, type Usage } from '../snapshots/snapshotter.js';
+
+/** SnapshotState marks rows whose storage is still being made (see backends/backend.ts). */
+export type SnapshotState = 'creating' | 'ready';
+
+/** SnapshotRow is one stored snapshot. */
+export interface SnapshotRow {
+  id: number;
+  key: string;
+  parentId: number | null;
+  kind: Kind;
+  state: SnapshotState;
+  created: Timestamp;
+  updated: Timestamp;
+  size: number;
+  inodes: number;
+}
+
+interface RawRow {
+  id: number;
+  key: string;
+  parent_id: number | null;
+  kind: number;
+  state: SnapshotState;
+  created_s: number;
+  created_ns: number;
+  updated_s: number;
+  updated_ns: number;
+  size: number;
+  inodes: number;
+}
+
+function fromRaw(r: RawRow): SnapshotRow {
+  return {
+    id: r.id,
+    key: r.key,
+    parentId: r.parent_id,
+    kind: r.kind as Kind,
+    state: r.state,
+    created: { seconds: r.created_s, nanos: r.created_ns },
+    updated: { seconds: r.updated_s, nanos: r.updated_ns },
+    size: r.size,
+    inodes: r.inodes,
+  };
+}
+
+/** now returns the current wall-clock time as a Timestamp with microsecond resolution. */
+export function now(): Timestamp {
+  // timeOrigin + now() is wall-clock time with sub-millisecond digits that
+  // never runs ahead of the real clock (containerd's suite checks that
+  // created/updated lie between two time.Now() calls around the request).
+  const micros = Math.floor((performance.timeOrigin + performance.now()) * 1000);
+  return { seconds: Math.floor(micros / 1e6), nanos: (micros % 1e6) * 1000 };
+}
+
+/** NewSnapshot is what insert() needs. */
+export interface NewSnapshot {
+  key: string;
+  parentId: number | null;
+  kind: Kind;
+  state: SnapshotState;
+  labels: Record<string, string>;
+  at: Timestamp;
+}
+
+/** SnapshotRows holds the prepared statements of one connection. */
+export class SnapshotRows {
+  private readonly byKey: Database.Statement;
+  private readonly byId: Database.Statement;
+  private readonly ins: Database.Statement;
+  private readonly del: Database.Statement;
+  private readonly childCount: Database.Statement;
+  private readonly labelsOf: Database.Statement;
+  private readonly delLabels: Database.Statement;
+  private readonly insLabel: Database.Statement;
+  private readonly setState: Database.Statement;
+  private readonly setUpdated: Database.Statement;
+  private readonly commitStmt: Database.Statement;
+  private readonly allRows: Database.Statement;
+  private readonly allLabels: Database.Statement;
+  private readonly idsStmt: Database.Statement;
+  private readonly creatingStmt: Database.Statement;
+
+  constructor(db: Database.Database) {
+    this.byKey = db.prepare('SELECT * FROM snapshots WHERE key = ?');
+    this.byId = db.prepare('SELECT * FROM snapshots WHERE id = ?');
+    this.ins = db.prepare(
+      `INSERT INTO snapshots (key, parent_id, kind, state, created_s, created_ns, updated_s, updated_ns)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+    );
+    this.del = db.prepare('DELETE FROM snapshots WHERE id = ?');
+    this.childCount = db.prepare('SELECT COUNT(*) AS n FROM snapshots WHERE parent_id = ?');
+    this.labelsOf = db.prepare('SELECT name, value FROM labels WHERE snapshot_id = ?');
+    this.delLabels = db.prepare('DELETE FROM labels WHERE snapshot_id = ?');
+    this.insLabel = db.prepare('INSERT INTO labels (snapshot_id, name, value) VALUES (?, ?, ?)');
+    this.setState = db.prepare('UPDATE snapshots SET state = ? WHERE id = ?');
+    this.setUpdated = db.prepare('UPDATE snapshots SET updated_s = ?, updated_ns = ? WHERE id = ?');
+    this.commitStmt = db.prepare(
+      `UPDATE snapshots SET key = ?, kind = ?, created_s = ?, created_ns = ?, updated_s = ?, updated_ns = ?,
+       size = ?, inodes = ? WHERE id = ?`,
+    );
+    this.allRows = db.prepare("SELECT * FROM snapshots WHERE state = 'ready' ORDER BY id");
+    this.allLabels = db.prepare(
+      "SELECT l.snapshot_id AS id, l.name, l.value FROM labels l JOIN snapshots s ON s.id = l.snapshot_id WHERE s.state = 'ready'",
+    );
+    this.idsStmt = db.prepare('SELECT id FROM snapshots');
+    this.creatingStmt = db.prepare("SELECT * FROM snapshots WHERE state = 'creating'");
+  }
+
+  get(key: string): SnapshotRow | undefined {
+    const r = this.byKey.get(key) as RawRow | undefined;
+    return r && fromRaw(r);
+  }
+
+  getById(id: number): SnapshotRow | undefined {
+    const r = this.byId.get(id) as RawRow | undefined;
+    return r && fromRaw(r);
+  }
+
+  /** insert adds a row and its labels; returns the new id. */
+  insert(s: NewSnapshot): number {
+    const r = this.ins.run(s.key, s.parentId, s.kind, s.state, s.at.seconds, s.at.nanos, s.at.seconds, s.at.nanos);
+    const id = Number(r.lastInsertRowid);
+    this.writeLabels(id, s.labels);
+    return id;
+  }
+
+  delete(id: number): void {
+    this.delLabels.run(id);
+    this.del.run(id);
+  }
+
+  hasChildren(id: number): boolean {
+    return (this.childCount.get(id) as { n: number }).n > 0;
+  }
+
+  labels(id: number): Record<string, string> {
+    const out: Record<string, string> = {};
+    for (const r of this.labelsOf.all(id) as { name: string; value: string }[]) out[r.name] = r.value;
+    return out;
+  }
+
+  /** writeLabels replaces all labels; empty values are dropped, as containerd does. */
+  writeLabels(id: number, labels: Record<string, string>): void {
+    this.delLabels.run(id);
+    for (const [k, v] of Object.entries(labels)) {
+      if (v !== '') this.insLabel.run(id, k, v);
+    }
+  }
+
+  markReady(id: number): void {
+    this.setState.run('ready', id);
+  }
+
+  touch(id: number, at: Timestamp): void {
+    this.setUpdated.run(at.seconds, at.nanos, id);
+  }
+
+  /** commit turns an active row into a committed one under `name`, keeping its id. */
+  commit(id: number, name: string, at: Timestamp, usage: Usage): void {
+    this.commitStmt.run(name, Kind.Committed, at.seconds, at.nanos, at.seconds, at.nanos, usage.size, usage.inodes, id);
+  }
+
+  /** info builds the containerd Info of a row. */
+  info(row: SnapshotRow): Info {
+    const parent = row.parentId === null ? undefined : this.getById(row.parentId);
+    return {
+      kind: row.kind,
+      name: row.key,
+      parent: parent?.key ?? '',
+      labels: this.labels(row.id),
+      created: row.created,
+      updated: row.updated,
+    };
+  }
+
+  /** allInfos returns every ready snapshot's Info with two queries, for Walk. */
+  allInfos(): Info[] {
+    const rows = (this.allRows.all() as RawRow[]).map(fromRaw);
+    const keyById = new Map<number, string>();
+    for (const r of rows) keyById.set(r.id, r.key);
+    const labelsById = new Map<number, Record<string, string>>();
+    for (const l of this.allLabels.all() as { id: number; name: string; value: string }[]) {
+      let m = labelsById.get(l.id);
+      if (!m) labelsById.set(l.id, (m = {}));
+      m[l.name] = l.value;
+    }
+    return rows.map((r) => ({
+      kind: r.kind,
+      name: r.key,
+      parent: r.parentId === null ? '' : (keyById.get(r.parentId) ?? ''),
+      labels: labelsById.get(r.id) ?? {},
+      created: r.created,
+      updated: r.updated,
+    }));
+  }
+
+  /** allIds returns the ids of every row, creating ones included. */
+  allIds(): Set<number> {
+    return new Set((this.idsStmt.all() as { id: number }[]).map((r) => r.id));
+  }
+
+  /** creating returns rows whose storage was being made when the process stopped. */
+  creating(): SnapshotRow[] {
+    return (this.creatingStmt.all() as RawRow[]).map(fromRaw);
+  }
+
+  /** rows returns every ready row (for CLI listings). */
+  rows(): SnapshotRow[] {
+    return (this.allRows.all() as RawRow[]).map(fromRaw);
+  }
+}

@@ -1,0 +1,81 @@
+// MemoryBackend is an in-memory Backend for unit tests of the core's rules
+// (keys, parents, kinds, labels, transactions). The core is what those tests
+// exercise; real backends run the shared suite in test/integration and
+// test/devmapper. It records calls and can be told to fail, to check that a
+// failed step changes nothing.
+
+import type { Backend, BackendSnapshot, CleanupReport } from '../../src/backends/backend.js';
+import { Kind, type Usage } from '../../src/snapshots/snapshotter.js';
+import type { Mount } from '../../src/snapshots/mount.js';
+
+export class MemoryBackend implements Backend {
+  readonly name = 'memory';
+  /** stored maps snapshot id → state of its storage. */
+  readonly stored = new Map<number, 'live' | 'detached'>();
+  readonly calls: string[] = [];
+  failNext: Partial<Record<'create' | 'commit' | 'destroy' | 'detach', Error>> = {};
+
+  async init(): Promise<void> {
+    this.calls.push('init');
+  }
+
+  async create(snap: BackendSnapshot): Promise<void> {
+    this.calls.push(`create ${snap.id}`);
+    this.throwIf('create');
+    if (snap.kind !== Kind.View) this.stored.set(snap.id, 'live');
+  }
+
+  async mounts(snap: BackendSnapshot): Promise<Mount[]> {
+    const view = snap.kind === Kind.View;
+    const source = view ? `mem:${snap.parent?.id ?? 'base'}` : `mem:${snap.id}`;
+    return [{ type: 'ext4', source, options: view ? ['ro'] : ['rw'] }];
+  }
+
+  async commit(snap: BackendSnapshot): Promise<Usage> {
+    this.calls.push(`commit ${snap.id}`);
+    this.throwIf('commit');
+    return { size: 4096 * snap.id, inodes: snap.id };
+  }
+
+  async usage(snap: BackendSnapshot): Promise<Usage> {
+    return { size: 1000 + snap.id, inodes: 1 };
+  }
+
+  detach(snap: BackendSnapshot): void {
+    this.calls.push(`detach ${snap.id}`);
+    this.throwIf('detach');
+    if (this.stored.has(snap.id)) this.stored.set(snap.id, 'detached');
+  }
+
+  reattach(snap: BackendSnapshot): void {
+    this.calls.push(`reattach ${snap.id}`);
+    if (this.stored.has(snap.id)) this.stored.set(snap.id, 'live');
+  }
+
+  async destroy(snap: BackendSnapshot): Promise<void> {
+    this.calls.push(`destroy ${snap.id}`);
+    this.throwIf('destroy');
+    this.stored.delete(snap.id);
+  }
+
+  async cleanup(live: ReadonlySet<number>): Promise<CleanupReport> {
+    const removed: string[] = [];
+    for (const [id, state] of this.stored) {
+      if (state === 'detached' || !live.has(id)) {
+        this.stored.delete(id);
+        removed.push(`mem:${id}`);
+      }
+    }
+    return { removed };
+  }
+
+  async close(): Promise<void> {}
+
+  private throwIf(op: keyof MemoryBackend['failNext']): void {
+    const err = this.failNext[op];
+    if (err) {
+      delete this.failNext[op];
+      throw err;
+    }
+  }
+}

@@ -1,0 +1,34 @@
+// leaks lists kernel objects still tied to a directory: mounts under it and
+// loop devices whose backing file is under it. A test that leaves any fails.
+
+import { readFileSync, readdirSync, existsSync } from 'node:fs';
+
+function unescape(s: string): string {
+  return s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+}
+
+/** mountsUnder returns mount points at or below dir. */
+export function mountsUnder(dir: string): string[] {
+  return readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => unescape(l.split(' ')[4]!))
+    .filter((m) => m === dir || m.startsWith(`${dir}/`));
+}
+
+/** loopsUnder returns loop devices backed by files at or below dir. */
+export function loopsUnder(dir: string): string[] {
+  const out: string[] = [];
+  for (const name of readdirSync('/sys/block')) {
+    const f = `/sys/block/${name}/loop/backing_file`;
+    if (!name.startsWith('loop') || !existsSync(f)) continue;
+    const backing = readFileSync(f, 'utf8').trim().replace(/ \(deleted\)$/, '');
+    if (backing.startsWith(`${dir}/`)) out.push(`/dev/${name} -> ${backing}`);
+  }
+  return out;
+}
+
+/** leaksUnder combines both. */
+export function leaksUnder(dir: string): string[] {
+  return [...mountsUnder(dir).map((m) => `mount ${m}`), ...loopsUnder(dir).map((l) => `loop ${l}`)];
+}

@@ -1,0 +1,38 @@
+// The shared snapshotter suite against the blockfile backend, for real: sparse
+// ext4 images, loop devices, mounts. Once on the host's ext4 (/var/tmp: sparse
+// copies) and once on a loop-mounted XFS with reflink=1 (FICLONE clones).
+
+import { afterAll, beforeAll, describe, it } from 'vitest';
+import { join } from 'node:path';
+import { MetaStore } from '../../src/storage/metastore.js';
+import { CoreSnapshotter } from '../../src/core/snapshotter.js';
+import { BlockfileBackend } from '../../src/backends/blockfile/blockfile.js';
+import { snapshotterSuite, type Opened } from '../suites/snapshotter-suite.js';
+import { rootReason, makeXfsScratch, type XfsScratch } from '../helpers/env.js';
+import { leaksUnder } from '../helpers/leaks.js';
+
+async function open(root: string): Promise<Opened> {
+  const store = new MetaStore(join(root, 'metadata.db'));
+  const backend = new BlockfileBackend({ dir: join(root, 'blockfile'), baseSize: 1024 ** 3 });
+  const sn = await CoreSnapshotter.open({ store, backend });
+  return { sn, close: () => sn.close() };
+}
+
+if (rootReason) {
+  describe('blockfile backend', () => {
+    it.skip(`skipped: ${rootReason}`, () => {});
+  });
+} else {
+  describe('blockfile on ext4 (sparse copies)', () => {
+    snapshotterSuite('suite', { open, leaks: leaksUnder, tmpParent: () => '/var/tmp' });
+  });
+
+  describe('blockfile on XFS reflink=1 (FICLONE)', () => {
+    let xfs: XfsScratch;
+    beforeAll(() => {
+      xfs = makeXfsScratch();
+    });
+    afterAll(() => xfs?.release());
+    snapshotterSuite('suite', { open, leaks: leaksUnder, tmpParent: () => xfs.dir });
+  });
+}

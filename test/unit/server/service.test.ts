@@ -1,0 +1,384 @@
+// The gRPC edge under test: real grpc-js server on a unix socket, real client
+// built from the same proto files, over a tiny in-memory Snapshotter.
+
+import { mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
+import { spawnSync } from 'node:child_process';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import {
+  AlreadyExistsError,
+  FailedPreconditionError,
+  InvalidArgumentError,
+  NotFoundError,
+  NotImplementedError,
+  ResourceExhaustedError,
+  UnavailableError,
+} from '../../../src/errdefs.js';
+import { listenUnix, shutdownServer } from '../../../src/server/listen.js';
+import { loadSnapshotsService, snapshotsClientConstructor, snapshotsHandlers } from '../../../src/server/service.js';
+import { parseFilters } from '../../../src/snapshots/filters.js';
+import type { Mount } from '../../../src/snapshots/mount.js';
+import { Kind, type Info, type SnapshotOpts, type Snapshotter, type Usage } from '../../../src/snapshots/snapshotter.js';
+
+/** MemSnapshotter is just enough of a snapshotter to exercise the service. */
+class MemSnapshotter implements Snapshotter {
+  readonly infos = new Map<string, Info>();
+  clock = { seconds: 1_700_000_000, nanos: 123_456_789 };
+  cleanups = 0;
+  /** failWith makes the next call throw this error (error-mapping tests). */
+  failWith: Error | undefined;
+
+  private now() {
+    this.clock = { seconds: this.clock.seconds + 1, nanos: this.clock.nanos + 1 };
+    return { ...this.clock };
+  }
+  private check(): void {
+    const e = this.failWith;
+    this.failWith = undefined;
+    if (e) throw e;
+  }
+  private get(key: string): Info {
+    const i = this.infos.get(key);
+    if (!i) throw new NotFoundError(`snapshot ${key}: not found`);
+    return i;
+  }
+  private mountsOf(i: Info): Mount[] {
+    return [{ type: 'ext4', source: `/dev/mem/${i.name}`, options: i.kind === Kind.Active ? ['rw'] : ['ro'] }];
+  }
+  private create(kind: Kind, key: string, parent: string, opts?: SnapshotOpts): Mount[] {
+    this.check();
+    if (this.infos.has(key)) throw new AlreadyExistsError(`snapshot ${key}: already exists`);
+    if (parent !== '' && this.get(parent).kind !== Kind.Committed) throw new FailedPreconditionError(`${parent} is not committed`);
+    const t = this.now();
+    const info: Info = { kind, name: key, parent, labels: { ...opts?.labels }, created: t, updated: t };
+    this.infos.set(key, info);
+    return this.mountsOf(info);
+  }
+  async stat(key: string) {
+    this.check();
+    return this.get(key);
+  }
+  async update(info: Info, fieldpaths?: string[]) {
+    this.check();
+    const cur = this.get(info.name);
+    const labels = { ...cur.labels };
+    if (!fieldpaths) Object.assign(labels, info.labels);
+    for (const p of fieldpaths ?? []) {
+      if (p === 'labels') Object.assign(labels, info.labels);
+      else if (p.startsWith('labels.')) {
+        const k = p.slice('labels.'.length);
+        if (k in info.labels) labels[k] = info.labels[k]!;
+        else delete labels[k];
+      } else throw new InvalidArgumentError(`cannot update ${p}`);
+    }
+    const next = { ...cur, labels, updated: this.now() };
+    this.infos.set(cur.name, next);
+    return next;
+  }
+  async usage(key: string): Promise<Usage> {
+    this.check();
+    this.get(key);
+    return { size: 2 ** 40 + 5, inodes: 42 };
+  }
+  async mounts(key: string) {
+    this.check();
+    return this.mountsOf(this.get(key));
+  }
+  async prepare(key: string, parent: string, opts?: SnapshotOpts) {
+    return this.create(Kind.Active, key, parent, opts);
+  }
+  async view(key: string, parent: string, opts?: SnapshotOpts) {
+    return this.create(Kind.View, key, parent, opts);
+  }
+  async commit(name: string, key: string, opts?: SnapshotOpts) {
+    this.check();
+    const a = this.get(key);
+    if (a.kind !== Kind.Active) throw new FailedPreconditionError(`${key} is not active`);
+    if (this.infos.has(name)) throw new AlreadyExistsError(`snapshot ${name}: already exists`);
+    this.infos.delete(key);
+    this.infos.set(name, { ...a, name, kind: Kind.Committed, labels: { ...a.labels, ...opts?.labels }, updated: this.now() });
+  }
+  async remove(key: string) {
+    this.check();
+    this.get(key);
+    for (const i of this.infos.values()) if (i.parent === key) throw new FailedPreconditionError(`${key} has children`);
+    this.infos.delete(key);
+  }
+  async walk(fn: (info: Info) => void | Promise<void>, filters?: string[]) {
+    this.check();
+    const match = parseFilters(filters ?? []);
+    for (const i of [...this.infos.values()]) if (match(i)) await fn(i);
+  }
+  async cleanup() {
+    this.check();
+    this.cleanups++;
+  }
+  async close() {}
+}
+
+type Client = grpc.Client & Record<string, any>;
+
+function call<T = any>(client: Client, method: string, req: object): Promise<T> {
+  return new Promise((resolve, reject) => {
+    client[method](req, (err: grpc.ServiceError | null, res: T) => (err ? reject(err) : resolve(res)));
+  });
+}
+
+function list(client: Client, req: object): Promise<{ messages: any[][]; infos: any[] }> {
+  return new Promise((resolve, reject) => {
+    const messages: any[][] = [];
+    const stream = client.List(req) as grpc.ClientReadableStream<any>;
+    stream.on('data', (m) => messages.push(m.info));
+    stream.on('error', reject);
+    stream.on('end', () => resolve({ messages, infos: messages.flat() }));
+  });
+}
+
+async function expectCode(p: Promise<unknown>, code: grpc.status, details?: RegExp): Promise<void> {
+  const err = await p.then(
+    () => undefined,
+    (e: grpc.ServiceError) => e,
+  );
+  expect(err, 'call should have failed').toBeDefined();
+  expect(grpc.status[err!.code]).toBe(grpc.status[code]);
+  if (details) expect(err!.details).toMatch(details);
+}
+
+let dir: string;
+let server: grpc.Server;
+let client: Client;
+let sn: MemSnapshotter;
+let logged: any[];
+let socket: string;
+
+beforeEach(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'tsblock-svc-'));
+  socket = join(dir, 'run', 'tsblock.sock');
+  sn = new MemSnapshotter();
+  logged = [];
+  server = new grpc.Server();
+  server.addService(loadSnapshotsService(), snapshotsHandlers(sn, (l) => logged.push(l)));
+  await listenUnix(server, socket);
+  const Ctor = snapshotsClientConstructor();
+  client = new Ctor(`unix://${socket}`, grpc.credentials.createInsecure()) as Client;
+});
+
+afterEach(async () => {
+  client?.close();
+  if (server) await shutdownServer(server, 1000);
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe('Snapshots service over a unix socket', () => {
+  it('serves the socket with mode 0660 in a created parent dir', async () => {
+    const st = await stat(socket);
+    expect(st.isSocket()).toBe(true);
+    expect(st.mode & 0o777).toBe(0o660);
+    expect((await stat(join(dir, 'run'))).mode & 0o777).toBe(0o755);
+  });
+
+  it('runs the prepare → commit → view → remove lifecycle', async () => {
+    const labels = { 'containerd.io/gc.root': 'x', 'containerd.io/snapshot.ref': 'sha256:abc' };
+    const p = await call(client, 'Prepare', { snapshotter: 'tsblock', key: 'extract-1', parent: '', labels });
+    expect(p.mounts).toEqual([{ type: 'ext4', source: '/dev/mem/extract-1', target: '', options: ['rw'] }]);
+
+    const m = await call(client, 'Mounts', { snapshotter: 'tsblock', key: 'extract-1' });
+    expect(m.mounts).toEqual(p.mounts);
+
+    await call(client, 'Commit', { snapshotter: 'tsblock', name: 'layer-1', key: 'extract-1', labels: { extra: 'y' } });
+    const st = await call(client, 'Stat', { snapshotter: 'tsblock', key: 'layer-1' });
+    expect(st.info).toMatchObject({ name: 'layer-1', parent: '', kind: Kind.Committed, labels: { ...labels, extra: 'y' } });
+
+    const v = await call(client, 'View', { snapshotter: 'tsblock', key: 'view-1', parent: 'layer-1', labels: {} });
+    expect(v.mounts[0].options).toEqual(['ro']);
+    expect((await call(client, 'Stat', { key: 'view-1' })).info).toMatchObject({ kind: Kind.View, parent: 'layer-1' });
+
+    await expectCode(call(client, 'Remove', { key: 'layer-1' }), grpc.status.FAILED_PRECONDITION, /has children/);
+    await call(client, 'Remove', { snapshotter: 'tsblock', key: 'view-1' });
+    await call(client, 'Remove', { snapshotter: 'tsblock', key: 'layer-1' });
+    expect(sn.infos.size).toBe(0);
+  });
+
+  it('round-trips timestamps with nanoseconds', async () => {
+    await call(client, 'Prepare', { key: 'a', parent: '' });
+    const { info } = await call(client, 'Stat', { key: 'a' });
+    expect(info.created_at).toEqual({ seconds: 1_700_000_001, nanos: 123_456_790 });
+    expect(info.updated_at).toEqual(info.created_at);
+  });
+
+  it('round-trips many and long labels', async () => {
+    const labels: Record<string, string> = { 'containerd.io/gc.ref.snapshot.tsblock/0': 'é∂ unicode', empty: '' };
+    for (let i = 0; i < 50; i++) labels[`k${i}`] = 'v'.repeat(4000);
+    await call(client, 'Prepare', { key: 'l', parent: '', labels });
+    expect((await call(client, 'Stat', { key: 'l' })).info.labels).toEqual(labels);
+  });
+
+  it('ignores whatever the snapshotter field says', async () => {
+    await call(client, 'Prepare', { snapshotter: 'something-else', key: 'a', parent: '' });
+    await call(client, 'Stat', { snapshotter: '', key: 'a' });
+    await call(client, 'Usage', { snapshotter: 'devmapper', key: 'a' });
+    expect(logged).toEqual([]);
+  });
+
+  it('reports usage as 64-bit numbers', async () => {
+    await call(client, 'Prepare', { key: 'a', parent: '' });
+    expect(await call(client, 'Usage', { key: 'a' })).toEqual({ size: 2 ** 40 + 5, inodes: 42 });
+  });
+
+  it('updates labels with and without an update mask', async () => {
+    await call(client, 'Prepare', { key: 'a', parent: '', labels: { keep: '1', drop: '2' } });
+    const base = (await call(client, 'Stat', { key: 'a' })).info;
+
+    const masked = await call(client, 'Update', {
+      info: { ...base, labels: { added: '3' } },
+      update_mask: { paths: ['labels.added', 'labels.drop'] },
+    });
+    expect(masked.info.labels).toEqual({ keep: '1', added: '3' });
+    expect(masked.info.updated_at.seconds).toBeGreaterThan(base.updated_at.seconds);
+
+    const unmasked = await call(client, 'Update', { info: { name: 'a', labels: { more: '4' } } });
+    expect(unmasked.info.labels).toEqual({ keep: '1', added: '3', more: '4' });
+
+    await expectCode(call(client, 'Update', { info: { name: 'a' }, update_mask: { paths: ['parent'] } }), grpc.status.INVALID_ARGUMENT);
+    await expectCode(call(client, 'Update', {}), grpc.status.INVALID_ARGUMENT, /info/);
+    await expectCode(call(client, 'Update', { info: { name: 'nope' } }), grpc.status.NOT_FOUND);
+  });
+
+  it('runs Cleanup', async () => {
+    expect(await call(client, 'Cleanup', { snapshotter: 'tsblock' })).toEqual({});
+    expect(sn.cleanups).toBe(1);
+  });
+
+  it('streams List in batches of at most 100', async () => {
+    for (let i = 0; i < 250; i++) await sn.prepare(`s${String(i).padStart(3, '0')}`, '');
+    const { messages, infos } = await list(client, { snapshotter: 'x', filters: [] });
+    expect(infos).toHaveLength(250);
+    expect(messages.length).toBeGreaterThanOrEqual(3);
+    expect(Math.max(...messages.map((m) => m.length))).toBeLessThanOrEqual(100);
+    expect(new Set(infos.map((i) => i.name)).size).toBe(250);
+    expect(infos[0]).toMatchObject({ kind: Kind.Active, created_at: { nanos: expect.any(Number) } });
+  });
+
+  it('keeps each List message well under 4 MiB when labels are big', async () => {
+    const labels: Record<string, string> = {};
+    for (let i = 0; i < 4; i++) labels[`label-${i}`] = 'x'.repeat(4000);
+    for (let i = 0; i < 400; i++) await sn.prepare(`big${i}`, '', { labels });
+    const { messages, infos } = await list(client, {});
+    expect(infos).toHaveLength(400);
+    for (const m of messages) {
+      expect(Buffer.byteLength(JSON.stringify(m))).toBeLessThan(1.1 * 1024 * 1024);
+    }
+    expect(messages.length).toBeGreaterThan(4); // 400 × 16 KB needs > 6 messages of ≤ 1 MiB
+  });
+
+  it('applies List filters (OR of strings, AND within one)', async () => {
+    await sn.prepare('a', '', { labels: { l: '1' } });
+    await sn.commit('p', 'a');
+    await sn.prepare('b', 'p', { labels: { l: '2' } });
+    await sn.view('v', 'p');
+    const names = async (filters: string[]) => (await list(client, { filters })).infos.map((i) => i.name).sort();
+    expect(await names(['kind==active', 'kind==view'])).toEqual(['b', 'v']);
+    expect(await names(['parent==p,labels.l==2'])).toEqual(['b']);
+    expect(await names([])).toEqual(['b', 'p', 'v']);
+    expect(await names(['name==nothing'])).toEqual([]);
+  });
+
+  it('fails List with INVALID_ARGUMENT on a bad filter and logs it', async () => {
+    await sn.prepare('a', '');
+    await expectCode(list(client, { filters: ['name==='] }), grpc.status.INVALID_ARGUMENT, /unsupported operator/);
+    expect(logged).toEqual([expect.objectContaining({ rpc: 'List', code: 'INVALID_ARGUMENT', key: 'name===' })]);
+  });
+
+  it('maps snapshotter errors to the right gRPC codes', async () => {
+    await sn.prepare('a', '');
+    await expectCode(call(client, 'Stat', { key: 'missing' }), grpc.status.NOT_FOUND, /missing: not found/);
+    await expectCode(call(client, 'Prepare', { key: 'a', parent: '' }), grpc.status.ALREADY_EXISTS);
+    await expectCode(call(client, 'Prepare', { key: 'b', parent: 'a' }), grpc.status.FAILED_PRECONDITION);
+    await expectCode(call(client, 'Prepare', { key: '', parent: '' }), grpc.status.INVALID_ARGUMENT, /key must not be empty/);
+    await expectCode(call(client, 'Commit', { name: '', key: 'a' }), grpc.status.INVALID_ARGUMENT, /name/);
+    const injected: Array<[Error, grpc.status]> = [
+      [new UnavailableError('closing'), grpc.status.UNAVAILABLE],
+      [new ResourceExhaustedError('pool full'), grpc.status.RESOURCE_EXHAUSTED],
+      [new NotImplementedError('nope'), grpc.status.UNIMPLEMENTED],
+      [new TypeError('bug'), grpc.status.UNKNOWN],
+    ];
+    for (const [err, code] of injected) {
+      sn.failWith = err;
+      await expectCode(call(client, 'Mounts', { key: 'a' }), code, new RegExp(err.message));
+    }
+    sn.failWith = new UnavailableError('closing');
+    await expectCode(list(client, {}), grpc.status.UNAVAILABLE);
+    sn.failWith = new ResourceExhaustedError('pool full');
+    await expectCode(call(client, 'Cleanup', {}), grpc.status.RESOURCE_EXHAUSTED);
+  });
+
+  it('logs one line per failure with the RPC, the key and the error', async () => {
+    await expectCode(call(client, 'Stat', { key: 'missing' }), grpc.status.NOT_FOUND);
+    await call(client, 'Prepare', { key: 'ok', parent: '' });
+    await expectCode(call(client, 'Commit', { name: 'c', key: 'missing' }), grpc.status.NOT_FOUND);
+    expect(logged).toEqual([
+      { msg: 'Stat failed', rpc: 'Stat', key: 'missing', code: 'NOT_FOUND', error: 'snapshot missing: not found' },
+      { msg: 'Commit failed', rpc: 'Commit', key: 'missing -> c', code: 'NOT_FOUND', error: 'snapshot missing: not found' },
+    ]);
+  });
+});
+
+describe('listenUnix', () => {
+  it('refuses a socket another server answers on', async () => {
+    const other = new grpc.Server();
+    try {
+      await expect(listenUnix(other, socket)).rejects.toThrow(UnavailableError);
+      await expect(listenUnix(other, socket)).rejects.toThrow(/another server is listening/);
+      // The live server still works.
+      await call(client, 'Cleanup', {});
+    } finally {
+      other.forceShutdown();
+    }
+  });
+
+  it('replaces a stale socket left by a dead process', async () => {
+    const stale = join(dir, 'stale.sock');
+    // A process that dies by SIGKILL while listening leaves its socket file behind.
+    const script = `require('node:net').createServer().listen(${JSON.stringify(stale)}, () => process.kill(process.pid, 'SIGKILL'))`;
+    const res = spawnSync(process.execPath, ['-e', script], { timeout: 10_000 });
+    expect(res.signal).toBe('SIGKILL');
+    expect((await stat(stale)).isSocket()).toBe(true);
+    const srv = new grpc.Server();
+    srv.addService(loadSnapshotsService(), snapshotsHandlers(new MemSnapshotter(), () => {}));
+    try {
+      await listenUnix(srv, stale, { mode: 0o600, gid: process.getgid!() });
+      expect((await stat(stale)).mode & 0o777).toBe(0o600);
+      const Ctor = snapshotsClientConstructor();
+      const c = new Ctor(`unix://${stale}`, grpc.credentials.createInsecure()) as Client;
+      try {
+        await expectCode(call(c, 'Stat', { key: 'x' }), grpc.status.NOT_FOUND);
+      } finally {
+        c.close();
+      }
+    } finally {
+      await shutdownServer(srv, 500);
+    }
+  });
+
+  it('refuses to replace a file that is not a socket', async () => {
+    const file = join(dir, 'not-a-socket');
+    await writeFile(file, 'precious');
+    const srv = new grpc.Server();
+    try {
+      await expect(listenUnix(srv, file)).rejects.toThrow(/not a socket/);
+      expect((await stat(file)).isFile()).toBe(true);
+    } finally {
+      srv.forceShutdown();
+    }
+  });
+});
+
+describe('shutdownServer', () => {
+  it('returns promptly when nothing is in flight', async () => {
+    const t0 = Date.now();
+    await shutdownServer(server, 5000);
+    expect(Date.now() - t0).toBeLessThan(2000);
+  });
+});
