@@ -24,7 +24,7 @@ import {
 import { isErrno } from '../../ffi/errno.js';
 import { parseFilters } from '../snapshots/filters.js';
 import { validateKey } from '../snapshots/keys.js';
-import { parseSizeLabel, validateLabels } from '../snapshots/labels.js';
+import { LABEL_SNAPSHOT_REF, parseSizeLabel, validateLabels } from '../snapshots/labels.js';
 import type { Mount } from '../snapshots/mount.js';
 import { Kind, type Info, type SnapshotOpts, type Snapshotter, type Usage } from '../snapshots/snapshotter.js';
 import type { MetaStore } from '../storage/metastore.js';
@@ -232,6 +232,7 @@ export class CoreSnapshotter implements Snapshotter {
           }
           parentId = p.id;
         }
+        this.checkTarget(opts?.labels?.[LABEL_SNAPSHOT_REF], parentId);
         const id = this.rows.insert({ key, parentId, kind, state: 'creating', labels: opts?.labels ?? {}, at: now() });
         return this.rows.getById(id)!;
       });
@@ -255,6 +256,19 @@ export class CoreSnapshotter implements Snapshotter {
       // Left as a `creating` row: the next start-up or cleanup removes it.
       this.log('error', 'could not undo a failed create', { id: snap.id, error: errorMessage(err), cause: errorMessage(cause) });
     }
+  }
+
+  /**
+   * checkTarget implements containerd's remote-snapshot protocol: when Prepare
+   * carries containerd.io/snapshot.ref=<chainID> and a committed snapshot with
+   * that label and the same parent exists (e.g. seeded by `tsblock import`),
+   * answer AlreadyExists; containerd then finds it with Walk and uses it
+   * instead of unpacking the layer again.
+   */
+  private checkTarget(target: string | undefined, parentId: number | null): void {
+    if (!target) return;
+    const found = this.rows.findCommittedByRef(LABEL_SNAPSHOT_REF, target, parentId);
+    if (found) throw new AlreadyExistsError(`target snapshot ${JSON.stringify(target)}: already exists`);
   }
 
   private checkCommit(name: string, key: string): SnapshotRow {

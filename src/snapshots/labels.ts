@@ -9,6 +9,9 @@ export const MAX_LABEL_SIZE = 4096;
 /** MAX_LABELS bounds how many labels one snapshot may carry (containerd sets a handful). */
 export const MAX_LABELS = 1024;
 
+/** LABEL_SNAPSHOT_REF names the committed snapshot (chain ID) an unpack is about to create. */
+export const LABEL_SNAPSHOT_REF = 'containerd.io/snapshot.ref';
+
 /** LABEL_MAX_SIZE asks for a snapshot's virtual size in bytes (containerd.io/snapshot/max-size). */
 export const LABEL_MAX_SIZE = 'containerd.io/snapshot/max-size';
 

@@ -38,6 +38,11 @@ export const coreMigrations: readonly Migration[] = [
       ) WITHOUT ROWID;
     `,
   },
+  {
+    // Lookups by label value (containerd.io/snapshot.ref on every Prepare of an unpack).
+    id: 'core-2',
+    sql: 'CREATE INDEX labels_name_value ON labels(name, value);',
+  },
 ];
 
 /** migrate applies every migration not yet recorded. */

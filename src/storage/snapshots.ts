@@ -86,6 +86,7 @@ export class SnapshotRows {
   private readonly allLabels: Database.Statement;
   private readonly idsStmt: Database.Statement;
   private readonly creatingStmt: Database.Statement;
+  private readonly byRefStmt: Database.Statement;
 
   constructor(db: Database.Database) {
     this.byKey = db.prepare('SELECT * FROM snapshots WHERE key = ?');
@@ -111,6 +112,11 @@ export class SnapshotRows {
     );
     this.idsStmt = db.prepare('SELECT id FROM snapshots');
     this.creatingStmt = db.prepare("SELECT * FROM snapshots WHERE state = 'creating'");
+    this.byRefStmt = db.prepare(
+      `SELECT s.* FROM labels l JOIN snapshots s ON s.id = l.snapshot_id
+       WHERE l.name = ? AND l.value = ? AND s.kind = ${Kind.Committed} AND s.state = 'ready' AND s.parent_id IS ?
+       LIMIT 1`,
+    );
   }
 
   get(key: string): SnapshotRow | undefined {
@@ -209,6 +215,12 @@ export class SnapshotRows {
   /** creating returns rows whose storage was being made when the process stopped. */
   creating(): SnapshotRow[] {
     return (this.creatingStmt.all() as RawRow[]).map(fromRaw);
+  }
+
+  /** findCommittedByRef finds a committed snapshot carrying label name=value with the given parent. */
+  findCommittedByRef(name: string, value: string, parentId: number | null): SnapshotRow | undefined {
+    const r = this.byRefStmt.get(name, value, parentId) as RawRow | undefined;
+    return r && fromRaw(r);
   }
 
   /** rows returns every ready row (for CLI listings). */

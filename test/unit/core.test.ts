@@ -294,3 +294,20 @@ describe('concurrency on one key', () => {
     expect(results.filter((r) => r.status === 'rejected')[0]).toMatchObject({ reason: { code: 'already-exists' } });
   });
 });
+
+describe('remote snapshot protocol (containerd.io/snapshot.ref)', () => {
+  it('Prepare answers AlreadyExists when a committed snapshot with that ref and parent exists', async () => {
+    await sn.prepare('x', '');
+    await sn.commit('sha256:base', 'x', { labels: { 'containerd.io/snapshot.ref': 'sha256:base' } });
+    await sn.prepare('y', 'sha256:base');
+    await sn.commit('sha256:top', 'y', { labels: { 'containerd.io/snapshot.ref': 'sha256:top' } });
+    const ref = { labels: { 'containerd.io/snapshot.ref': 'sha256:top' } };
+    await expectCode(sn.prepare('ns/9/extract-1', 'sha256:base', ref), 'already-exists');
+    await expectCode(sn.stat('ns/9/extract-1'), 'not-found');
+    // a different parent is a different chain: the layer is unpacked normally
+    await sn.prepare('ns/9/extract-2', '', ref);
+    const found: Info[] = [];
+    await sn.walk((i) => void found.push(i), ['labels."containerd.io/snapshot.ref"==sha256:top,parent=="sha256:base"']);
+    expect(found.map((i) => i.name)).toEqual(['sha256:top']);
+  });
+});
