@@ -2,7 +2,7 @@
 // ext4 images, loop devices, mounts. Once on the host's ext4 (/var/tmp: sparse
 // copies) and once on a loop-mounted XFS with reflink=1 (FICLONE clones).
 
-import { afterAll, beforeAll, describe, it } from 'vitest';
+import { afterAll, beforeAll, describe } from 'vitest';
 import { join } from 'node:path';
 import { MetaStore } from '../../src/storage/metastore.js';
 import { CoreSnapshotter } from '../../src/core/snapshotter.js';
@@ -18,21 +18,18 @@ async function open(root: string): Promise<Opened> {
   return { sn, close: () => sn.close() };
 }
 
-if (rootReason) {
-  describe('blockfile backend', () => {
-    it.skip(`skipped: ${rootReason}`, () => {});
-  });
-} else {
-  describe('blockfile on ext4 (sparse copies)', () => {
-    snapshotterSuite('suite', { open, leaks: leaksUnder, tmpParent: () => '/var/tmp' });
-  });
+const skip = rootReason !== undefined;
+const why = skip ? ` (skipped: ${rootReason})` : '';
 
-  describe('blockfile on XFS reflink=1 (FICLONE)', () => {
-    let xfs: XfsScratch;
-    beforeAll(() => {
-      xfs = makeXfsScratch();
-    });
-    afterAll(() => xfs?.release());
-    snapshotterSuite('suite', { open, leaks: leaksUnder, tmpParent: () => xfs.dir });
+describe.skipIf(skip)(`blockfile on ext4 (sparse copies)${why}`, () => {
+  snapshotterSuite('suite', { open, leaks: leaksUnder, tmpParent: () => '/var/tmp' });
+});
+
+describe.skipIf(skip)(`blockfile on XFS reflink=1 (FICLONE)${why}`, () => {
+  let xfs: XfsScratch;
+  beforeAll(() => {
+    xfs = makeXfsScratch();
   });
-}
+  afterAll(() => xfs?.release());
+  snapshotterSuite('suite', { open, leaks: leaksUnder, tmpParent: () => xfs.dir });
+});
