@@ -1,0 +1,374 @@
+// DevmapperBackend keeps every snapshot as a dm-thin device in one pool:
+//
+//   <pool>-base        thin device formatted ext4 once (no lost+found, root 0755),
+//                      inactive except while being made
+//   <pool>-snap-<id>   snapshot <id>: a thin snapshot (create_snap) of its
+//                      committed parent, or of the base for a first layer
+//
+// Thin snapshots are O(1) whatever the chain depth. A device is active (has a
+// /dev/mapper node) only while someone may mount it: commit deactivates it
+// and keeps the thin id; mounts() re-activates on demand, which is also what
+// brings devices back after a reboot. Views are read-only thin snapshots of
+// the committed parent, activated with the READONLY flag.
+//
+// Crash safety: the devices table (devices.ts) gets a 'trying' row, in its
+// own committed transaction, before the pool is asked for a thin id, and
+// 'ready' after; removal is 'deleting' (in the core's transaction) and the
+// row goes only once the pool dropped the id. Whatever kill -9 interrupts,
+// the next start-up's destroy()/cleanup() finds it through the rows.
+
+import type { Backend, BackendSnapshot, CleanupReport } from '../backend.js';
+import { Kind, type Usage } from '../../snapshots/snapshotter.js';
+import type { Mount } from '../../snapshots/mount.js';
+import type { MetaStore, Tx } from '../../storage/metastore.js';
+import type { CoreLogger } from '../../core/snapshotter.js';
+import { activate, deviceInfo, devicePath, discardDevice, listDevices, removeDevice, suspend, resume } from '../../sys/dm.js';
+import { createSnap, createThin, deleteThin, thinStatus, thinTable } from '../../sys/dm-thin.js';
+import { makeExt4, runTool } from '../../sys/exec.js';
+import { readExt4Usage } from '../../sys/fsinfo.js';
+import { AlreadyExistsError, FailedPreconditionError, InternalError, NotFoundError, UnavailableError, errorMessage } from '../../errdefs.js';
+import { poolNameOf, validate, type DevmapperConfig } from './config.js';
+import { closeOwnedPool, openPool, type PoolHandle } from './pool.js';
+import {
+  BASE_SNAPSHOT_ID,
+  allDevices,
+  allocateDevice,
+  deleteDevice,
+  getDevice,
+  setMapped,
+  setState,
+  type DeviceRow,
+} from './devices.js';
+
+const noLog: CoreLogger = () => {};
+/** ALLOCATE_TRIES bounds retries when a shared pool already holds an id we picked. */
+const ALLOCATE_TRIES = 8;
+
+/** DevmapperBackend implements Backend with dm-thin devices. */
+export class DevmapperBackend implements Backend {
+  readonly name = 'devmapper';
+  private pool: PoolHandle | undefined;
+  private readonly poolName: string;
+
+  constructor(
+    readonly cfg: DevmapperConfig,
+    private readonly store: MetaStore,
+    private readonly log: CoreLogger = noLog,
+  ) {
+    this.poolName = poolNameOf(cfg);
+  }
+
+  /** deviceName is the dm name of snapshot id's device. */
+  deviceName(id: number): string {
+    return id === BASE_SNAPSHOT_ID ? `${this.poolName}-base` : `${this.poolName}-snap-${id}`;
+  }
+
+  async init(): Promise<void> {
+    validate(this.cfg);
+    this.pool = openPool(this.cfg);
+    if (this.pool.fresh) {
+      // A new metadata file means an empty pool: rows from an earlier pool
+      // name thin ids that no longer exist.
+      const stale = this.store.write((tx) => {
+        const n = allDevices(tx).length;
+        tx.prepare('DELETE FROM dm_devices').run();
+        return n;
+      });
+      if (stale > 0) this.log('warn', 'thin-pool metadata was re-created; dropped stale device rows', { rows: stale });
+    }
+    // Finish removals a crash interrupted (their snapshots are already gone).
+    for (const row of this.store.read((tx) => allDevices(tx))) {
+      if (row.state === 'deleting') await this.release(row);
+    }
+    await this.ensureBase();
+  }
+
+  async create(snap: BackendSnapshot): Promise<void> {
+    const origin = this.originOf(snap);
+    const readOnly = snap.kind === Kind.View;
+    const size = readOnly ? origin.size : Math.max(origin.size, snap.sizeBytes ?? 0);
+    const row = await this.makeDevice(snap.id, size, readOnly, (thinId) => this.snapshotThin(thinId, origin));
+    if (size > origin.size) {
+      // The new device is bigger than its origin: grow the filesystem to fill it.
+      this.activateRow(row);
+      await runTool('resize2fs', ['-f', devicePath(this.deviceName(snap.id))]);
+    }
+    this.store.write((tx) => setState(tx, snap.id, 'ready'));
+  }
+
+  async mounts(snap: BackendSnapshot): Promise<Mount[]> {
+    const row = this.readyRow(snap.id);
+    this.activateRow(row);
+    const options = row.readOnly ? ['ro', 'noload'] : ['rw'];
+    return [{ type: this.cfg.fsType, source: devicePath(this.deviceName(snap.id)), options: [...options, ...this.cfg.mountOptions] }];
+  }
+
+  async commit(snap: BackendSnapshot): Promise<Usage> {
+    const row = this.readyRow(snap.id);
+    const name = this.deviceName(snap.id);
+    this.activateRow(row);
+    const measured = this.measure(name);
+    // Deactivate: a committed device is never written again, and an inactive
+    // origin needs no suspend when children are snapshotted from it. A
+    // caller may still hold it mounted (containerd's own test suite commits
+    // before unmounting); then it stays active, children are snapshotted
+    // with a suspend, and removal or close() deactivates it later.
+    try {
+      await removeDevice(name, { tries: 3 });
+    } catch (err) {
+      if (!(err instanceof FailedPreconditionError)) throw err;
+      this.log('debug', 'committed device still in use; left active', { device: name });
+    }
+    this.store.write((tx) => setMapped(tx, snap.id, measured.mapped, measured.inodes));
+    return this.diff(measured, snap);
+  }
+
+  async usage(snap: BackendSnapshot): Promise<Usage> {
+    const row = this.readyRow(snap.id);
+    if (row.mappedBytes !== null && row.inodes !== null) {
+      return this.diff({ mapped: row.mappedBytes, inodes: row.inodes }, snap);
+    }
+    this.activateRow(row);
+    return this.diff(this.measure(this.deviceName(snap.id)), snap);
+  }
+
+  detach(snap: BackendSnapshot, tx: Tx): void {
+    if (getDevice(tx, snap.id)) setState(tx, snap.id, 'deleting');
+  }
+
+  reattach(snap: BackendSnapshot): void {
+    this.store.write((tx) => {
+      if (getDevice(tx, snap.id)?.state === 'deleting') setState(tx, snap.id, 'ready');
+    });
+  }
+
+  async destroy(snap: BackendSnapshot): Promise<void> {
+    const row = this.store.read((tx) => getDevice(tx, snap.id));
+    if (!row) {
+      await this.deactivate(this.deviceName(snap.id));
+      return;
+    }
+    await this.release(row);
+  }
+
+  async cleanup(live: ReadonlySet<number>): Promise<CleanupReport> {
+    const removed: string[] = [];
+    const prefix = `${this.poolName}-snap-`;
+    for (const d of listDevices()) {
+      if (!d.name.startsWith(prefix)) continue;
+      const id = Number(d.name.slice(prefix.length));
+      if (Number.isInteger(id) && live.has(id)) continue;
+      await this.deactivate(d.name);
+      removed.push(`device ${d.name}`);
+    }
+    for (const row of this.store.read((tx) => allDevices(tx))) {
+      // faulty rows hold ids some other user of a shared pool owns: never ours to delete.
+      if (row.snapshotId === BASE_SNAPSHOT_ID || row.state === 'faulty' || live.has(row.snapshotId)) continue;
+      try {
+        await this.release(row);
+        removed.push(`thin ${row.thinId} (snapshot ${row.snapshotId}, ${row.state})`);
+      } catch (err) {
+        this.log('warn', 'could not release thin device', { thinId: row.thinId, error: errorMessage(err) });
+      }
+    }
+    return { removed };
+  }
+
+  /**
+   * close releases what nobody uses when tsblock owns the pool: idle devices
+   * (mounts() re-activates on demand) and then the pool, whose loops
+   * auto-clear. Devices a container or VM still holds answer EBUSY and stay,
+   * and so does the pool under them. An operator's pool is left alone.
+   */
+  async close(): Promise<void> {
+    if (!this.pool?.owned) return;
+    const prefix = `${this.poolName}-`;
+    let busy = 0;
+    for (const d of listDevices()) {
+      if (!d.name.startsWith(prefix)) continue;
+      try {
+        await removeDevice(d.name, { tries: 1 });
+      } catch (err) {
+        if (!(err instanceof NotFoundError)) busy++;
+      }
+    }
+    if (busy > 0) {
+      this.log('info', 'devices still in use; leaving the thin-pool up', { pool: this.poolName, busy });
+      return;
+    }
+    try {
+      await removeDevice(this.poolName, { tries: 1 });
+      this.pool = undefined;
+    } catch (err) {
+      this.log('info', 'thin-pool still in use; leaving it up', { pool: this.poolName, error: errorMessage(err) });
+    }
+  }
+
+  /**
+   * shutdown removes every device of this backend and, for an owned pool,
+   * the pool itself (thin ids and files stay). Tests use it to simulate a
+   * reboot; an operator can use it before detaching storage.
+   */
+  async shutdown(): Promise<void> {
+    const prefix = `${this.poolName}-`;
+    for (const d of listDevices()) {
+      if (d.name.startsWith(prefix)) await this.deactivate(d.name);
+    }
+    if (this.pool) await closeOwnedPool(this.pool);
+    this.pool = undefined;
+  }
+
+  // ---- internals ------------------------------------------------------------
+
+  private get poolPath(): string {
+    if (!this.pool) throw new UnavailableError('devmapper backend is not initialised');
+    return this.pool.path;
+  }
+
+  // originOf is the committed row a new snapshot is made from.
+  private originOf(snap: BackendSnapshot): DeviceRow & { deviceName: string } {
+    const id = snap.parent ? snap.parent.id : BASE_SNAPSHOT_ID;
+    const row = this.store.read((tx) => getDevice(tx, id));
+    if (!row || row.state !== 'ready') {
+      throw new NotFoundError(snap.parent ? `parent snapshot ${id} has no thin device` : 'the base device is not ready');
+    }
+    return { ...row, deviceName: this.deviceName(id) };
+  }
+
+  private readyRow(id: number): DeviceRow {
+    const row = this.store.read((tx) => getDevice(tx, id));
+    if (!row) throw new NotFoundError(`snapshot ${id} has no thin device`);
+    if (row.state !== 'ready') throw new FailedPreconditionError(`thin device of snapshot ${id} is ${row.state}`);
+    return row;
+  }
+
+  // makeDevice commits a 'trying' row with a fresh thin id, then runs make
+  // (the pool message). If a shared pool already holds that id, the row is
+  // kept as 'faulty' (the id is not ours to delete) and another is tried.
+  private async makeDevice(snapshotId: number, size: number, readOnly: boolean, make: (thinId: number) => void): Promise<DeviceRow> {
+    for (let attempt = 0; attempt < ALLOCATE_TRIES; attempt++) {
+      const row = this.store.write((tx) => {
+        const old = getDevice(tx, snapshotId);
+        if (old) throw new AlreadyExistsError(`snapshot ${snapshotId} already has thin device ${old.thinId} (${old.state})`);
+        return allocateDevice(tx, { snapshotId, size, readOnly, originThin: null });
+      });
+      try {
+        make(row.thinId);
+        return row;
+      } catch (err) {
+        if (!(err instanceof AlreadyExistsError)) throw err;
+        this.log('warn', 'thin id already used in the pool; skipping it', { thinId: row.thinId });
+        this.store.write((tx) => {
+          tx.prepare('UPDATE dm_devices SET snapshot_id = ?, state = ? WHERE snapshot_id = ?').run(-1 - row.thinId, 'faulty', snapshotId);
+        });
+      }
+    }
+    throw new InternalError(`could not find a free thin id in pool ${this.poolName} after ${ALLOCATE_TRIES} tries`);
+  }
+
+  // snapshotThin sends create_snap; an active origin must be suspended
+  // around it so its data is consistent (committed parents are inactive).
+  private snapshotThin(thinId: number, origin: DeviceRow & { deviceName: string }): void {
+    const info = deviceInfo(origin.deviceName);
+    const active = info?.activeTable === true && !info.suspended;
+    if (active) suspend(origin.deviceName);
+    try {
+      createSnap(this.poolName, thinId, origin.thinId);
+    } finally {
+      if (active) resume(origin.deviceName);
+    }
+  }
+
+  // activateRow makes the device live with a /dev/mapper node, unless it is.
+  private activateRow(row: DeviceRow): void {
+    const name = this.deviceName(row.snapshotId);
+    const info = deviceInfo(name);
+    if (info?.activeTable) {
+      if (info.suspended) resume(name);
+      return;
+    }
+    if (info) {
+      // A device without a table: a crash between create and load.
+      void removeDevice(name, { tries: 1 }).catch(() => {});
+    }
+    activate(name, [thinTable(this.poolPath, row.thinId, row.size / 512)], { readOnly: row.readOnly });
+  }
+
+  private async deactivate(name: string): Promise<void> {
+    try {
+      await removeDevice(name);
+    } catch (err) {
+      if (!(err instanceof NotFoundError)) throw err;
+    }
+  }
+
+  // release removes a row's device and thin id, then the row. Idempotent:
+  // every step tolerates "already gone".
+  private async release(row: DeviceRow): Promise<void> {
+    const name = this.deviceName(row.snapshotId);
+    if (this.cfg.discardOnRemove && deviceInfo(name)?.activeTable && !row.readOnly) {
+      try {
+        discardDevice(name);
+      } catch (err) {
+        this.log('warn', 'discard failed', { device: name, error: errorMessage(err) });
+      }
+    }
+    await this.deactivate(name);
+    try {
+      deleteThin(this.poolName, row.thinId);
+    } catch (err) {
+      if (!(err instanceof NotFoundError)) throw err;
+    }
+    this.store.write((tx) => deleteDevice(tx, row.snapshotId));
+  }
+
+  private measure(name: string): { mapped: number; inodes: number } {
+    const st = thinStatus(name);
+    if (st.failed) throw new UnavailableError(`thin device ${name} has failed`);
+    let inodes = 0;
+    try {
+      inodes = readExt4Usage(devicePath(name)).inodesUsed;
+    } catch {
+      // not ext4 (yet): no inode count
+    }
+    return { mapped: st.mappedSectors * 512, inodes };
+  }
+
+  private diff(m: { mapped: number; inodes: number }, snap: BackendSnapshot): Usage {
+    const parentId = snap.parent ? snap.parent.id : BASE_SNAPSHOT_ID;
+    const p = this.store.read((tx) => getDevice(tx, parentId));
+    return {
+      size: Math.max(0, m.mapped - (p?.mappedBytes ?? 0)),
+      inodes: Math.max(0, m.inodes - (p?.inodes ?? 0)),
+    };
+  }
+
+  // ensureBase makes the formatted base device once per pool. A 'trying'
+  // base from a crash is thrown away and made again.
+  private async ensureBase(): Promise<void> {
+    const existing = this.store.read((tx) => getDevice(tx, BASE_SNAPSHOT_ID));
+    if (existing?.state === 'ready') {
+      // It must be inactive so first layers can snapshot it without a suspend.
+      await this.deactivate(this.deviceName(BASE_SNAPSHOT_ID));
+      return;
+    }
+    if (existing) await this.release(existing);
+    const name = this.deviceName(BASE_SNAPSHOT_ID);
+    await this.deactivate(name);
+    const row = await this.makeDevice(BASE_SNAPSHOT_ID, this.cfg.baseSize, false, (thinId) => createThin(this.poolName, thinId));
+    this.activateRow(row);
+    try {
+      await makeExt4(devicePath(name), { noLostFound: true, rootMode: 0o755 });
+      const m = this.measure(name);
+      await removeDevice(name);
+      this.store.write((tx) => {
+        setMapped(tx, BASE_SNAPSHOT_ID, m.mapped, m.inodes);
+        setState(tx, BASE_SNAPSHOT_ID, 'ready');
+      });
+      this.log('info', 'made the base thin device', { pool: this.poolName, thinId: row.thinId, size: this.cfg.baseSize });
+    } catch (err) {
+      await this.release(row).catch(() => {});
+      throw err;
+    }
+  }
+}

@@ -1,0 +1,353 @@
+// dm is tsblock's device-mapper client: typed verbs over the DM_* ioctls on
+// /dev/mapper/control (no dmsetup, no libdevmapper). Kernel errnos become
+// the typed errors callers act on: an unknown name is NotFoundError, a name
+// in use AlreadyExistsError, a device still open FailedPreconditionError.
+//
+// Nodes: the kernel only creates /dev/dm-<minor> (devtmpfs, and only once a
+// table is loaded); /dev/mapper/<name> is normally udev's job. Containers
+// and minimal VMs run no udev (the DM_DISABLE_UDEV=1 setups), so resume()
+// makes the node itself with mknod and removeDevice() deletes it.
+
+import fs from 'node:fs';
+import { setTimeout as delay } from 'node:timers/promises';
+import { ioctlBuffer } from '../../ffi/libc.js';
+import { ErrnoError, isErrno } from '../../ffi/errno.js';
+import { BLKDISCARD, S_IFBLK, makedev, mknod } from '../../ffi/fs.js';
+import { blockDeviceSize } from './blockdev.js';
+import {
+  DmCmd,
+  DmFlag,
+  decodeDataString,
+  decodeDmHeader,
+  decodeKernelDev,
+  decodeNameList,
+  decodeTargetStatus,
+  dmRequest,
+  encodeDmIoctl,
+  encodeTargetMsg,
+  encodeTargets,
+  type DevNumber,
+  type DmHeader,
+  type DmTarget,
+  type DmTargetStatus,
+} from '../../ffi/dm.js';
+import { AlreadyExistsError, FailedPreconditionError, NotFoundError, UnavailableError } from '../errdefs.js';
+import { sleepSync } from './sleep.js';
+
+export type { DmTarget, DmTargetStatus, DevNumber } from '../../ffi/dm.js';
+
+/** DM_CONTROL is the device-mapper control node. */
+export const DM_CONTROL = '/dev/mapper/control';
+/** DM_DIR is where named device nodes live. */
+export const DM_DIR = '/dev/mapper';
+
+const MIN_BUFFER = 16 * 1024;
+const MAX_BUFFER = 16 * 1024 * 1024;
+const REMOVE_TRIES = 20;
+const REMOVE_PAUSE_MS = 50;
+
+let controlFd: number | undefined;
+
+// control opens /dev/mapper/control once per process. A missing node (fresh
+// container /dev) is created from sysfs' misc device number.
+function control(): number {
+  if (controlFd !== undefined) return controlFd;
+  try {
+    controlFd = fs.openSync(DM_CONTROL, fs.constants.O_RDWR);
+  } catch (err) {
+    if (!isErrno(err, 'ENOENT')) throw err;
+    makeControlNode();
+    controlFd = fs.openSync(DM_CONTROL, fs.constants.O_RDWR);
+  }
+  return controlFd;
+}
+
+function makeControlNode(): void {
+  let numbers: string;
+  try {
+    numbers = fs.readFileSync('/sys/class/misc/device-mapper/dev', 'utf8').trim();
+  } catch {
+    throw new UnavailableError(`${DM_CONTROL} is missing and the kernel has no device-mapper (no /sys/class/misc/device-mapper)`);
+  }
+  const [major, minor] = numbers.split(':').map(Number);
+  fs.mkdirSync(DM_DIR, { recursive: true, mode: 0o755 });
+  const S_IFCHR = 0o020000;
+  mknod(DM_CONTROL, S_IFCHR | 0o600, makedev(major!, minor!));
+}
+
+/** dmAvailable tells whether device-mapper works here: it must open the control node (stat is not enough). */
+export function dmAvailable(): boolean {
+  try {
+    control();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+interface DmCall {
+  header: DmHeader;
+  buf: Buffer;
+}
+
+// dmIoctl issues one DM command and grows the buffer while the kernel says
+// its answer did not fit (BUFFER_FULL).
+function dmIoctl(cmd: number, what: string, fields: Parameters<typeof encodeDmIoctl>[0], payload?: Buffer): DmCall {
+  let size = MIN_BUFFER;
+  for (;;) {
+    const buf = encodeDmIoctl(fields, payload, size);
+    try {
+      ioctlBuffer(control(), dmRequest(cmd), buf, what);
+    } catch (err) {
+      throw mapError(err, what, fields.name);
+    }
+    const header = decodeDmHeader(buf);
+    if ((header.flags & DmFlag.BUFFER_FULL) === 0) return { header, buf };
+    if (size >= MAX_BUFFER) throw new Error(`${what}: answer larger than ${MAX_BUFFER} bytes`);
+    size *= 2;
+  }
+}
+
+function mapError(err: unknown, what: string, name: string | undefined): unknown {
+  if (!(err instanceof ErrnoError)) return err;
+  const subject = name === undefined ? what : `${what} ${JSON.stringify(name)}`;
+  switch (err.code) {
+    case 'ENXIO':
+    case 'ENODEV':
+    case 'ENODATA':
+      return new NotFoundError(`${subject}: no such device-mapper device or thin id (${err.code})`, { cause: err });
+    case 'EEXIST':
+      return new AlreadyExistsError(`${subject}: already exists`, { cause: err });
+    case 'EBUSY':
+      return new FailedPreconditionError(`${subject}: device is busy`, { cause: err });
+    default:
+      return err;
+  }
+}
+
+/** dmVersion returns the kernel's dm ioctl interface version [major, minor, patch]. */
+export function dmVersion(): [number, number, number] {
+  return dmIoctl(DmCmd.VERSION, 'DM_VERSION', {}).header.version;
+}
+
+/** DeviceInfo is what DEV_STATUS says about a device. */
+export interface DeviceInfo {
+  name: string;
+  uuid: string;
+  major: number;
+  minor: number;
+  openCount: number;
+  eventNr: number;
+  targetCount: number;
+  suspended: boolean;
+  readOnly: boolean;
+  activeTable: boolean;
+  inactiveTable: boolean;
+}
+
+function toInfo(h: DmHeader): DeviceInfo {
+  const { major, minor } = decodeKernelDev(h.dev);
+  return {
+    name: h.name,
+    uuid: h.uuid,
+    major,
+    minor,
+    openCount: h.openCount,
+    eventNr: h.eventNr,
+    targetCount: h.targetCount,
+    suspended: (h.flags & DmFlag.SUSPEND) !== 0,
+    readOnly: (h.flags & DmFlag.READONLY) !== 0,
+    activeTable: (h.flags & DmFlag.ACTIVE_PRESENT) !== 0,
+    inactiveTable: (h.flags & DmFlag.INACTIVE_PRESENT) !== 0,
+  };
+}
+
+/** devicePath is /dev/mapper/<name>. */
+export function devicePath(name: string): string {
+  return `${DM_DIR}/${name}`;
+}
+
+/** createDevice makes an empty (table-less, suspended) device. */
+export function createDevice(name: string, opts: { uuid?: string; readOnly?: boolean } = {}): DeviceInfo {
+  const flags = opts.readOnly ? DmFlag.READONLY : 0;
+  try {
+    return toInfo(dmIoctl(DmCmd.DEV_CREATE, 'DM_DEV_CREATE', { name, uuid: opts.uuid, flags }).header);
+  } catch (err) {
+    // The kernel answers EBUSY, not EEXIST, when the name or uuid is taken.
+    if (err instanceof FailedPreconditionError) throw new AlreadyExistsError(`device-mapper device ${JSON.stringify(name)} already exists`, { cause: err });
+    throw err;
+  }
+}
+
+/** loadTable loads targets into the device's inactive slot; resume() makes it live. */
+export function loadTable(name: string, targets: readonly DmTarget[], opts: { readOnly?: boolean } = {}): void {
+  const flags = opts.readOnly ? DmFlag.READONLY : 0;
+  dmIoctl(DmCmd.TABLE_LOAD, 'DM_TABLE_LOAD', { name, flags, targetCount: targets.length }, encodeTargets(targets));
+}
+
+/** suspend stops I/O on a device (flushing and freezing its filesystem unless told not to). */
+export function suspend(name: string, opts: { noflush?: boolean; skipLockfs?: boolean } = {}): void {
+  let flags = DmFlag.SUSPEND;
+  if (opts.noflush) flags |= DmFlag.NOFLUSH;
+  if (opts.skipLockfs) flags |= DmFlag.SKIP_LOCKFS;
+  dmIoctl(DmCmd.DEV_SUSPEND, 'DM_DEV_SUSPEND', { name, flags });
+}
+
+/** resume swaps in a loaded table (if any), restarts I/O and makes sure /dev/mapper/<name> exists. */
+export function resume(name: string): DeviceInfo {
+  const info = toInfo(dmIoctl(DmCmd.DEV_SUSPEND, 'DM_DEV_SUSPEND(resume)', { name }).header);
+  ensureNode(name, info);
+  return info;
+}
+
+/**
+ * activate creates a device, loads its table and resumes it; on any failure
+ * the half-made device is removed so no orphan stays behind.
+ */
+export function activate(name: string, targets: readonly DmTarget[], opts: { uuid?: string; readOnly?: boolean } = {}): DeviceInfo {
+  createDevice(name, opts);
+  try {
+    loadTable(name, targets, opts);
+    return resume(name);
+  } catch (err) {
+    try {
+      dmIoctl(DmCmd.DEV_REMOVE, 'DM_DEV_REMOVE', { name });
+    } catch {
+      // the original error matters more
+    }
+    removeNode(name);
+    throw err;
+  }
+}
+
+/**
+ * removeDevice removes a device and its node. EBUSY (a udev probe or a lazy
+ * unmount still holding it) is retried a bounded number of times, then
+ * surfaces as FailedPreconditionError. A missing device is NotFoundError.
+ * `deferred` asks the kernel to remove it at last close instead.
+ */
+export async function removeDevice(name: string, opts: { deferred?: boolean; tries?: number } = {}): Promise<void> {
+  const tries = opts.tries ?? REMOVE_TRIES;
+  const flags = opts.deferred ? DmFlag.DEFERRED_REMOVE : 0;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      dmIoctl(DmCmd.DEV_REMOVE, 'DM_DEV_REMOVE', { name, flags });
+      removeNode(name);
+      return;
+    } catch (err) {
+      if (err instanceof NotFoundError) removeNode(name);
+      if (!(err instanceof FailedPreconditionError) || attempt >= tries) throw err;
+    }
+    await delay(REMOVE_PAUSE_MS);
+  }
+}
+
+/** message sends a target message (TARGET_MSG) to the target at sector; returns its output if any. */
+export function message(name: string, sector: number, msg: string): string | undefined {
+  const { header, buf } = dmIoctl(DmCmd.TARGET_MSG, `DM_TARGET_MSG "${msg}" to`, { name }, encodeTargetMsg(sector, msg));
+  if ((header.flags & DmFlag.DATA_OUT) === 0) return undefined;
+  return decodeDataString(buf, header);
+}
+
+/** status returns each live target with its status string (e.g. a thin device's mapped sectors). */
+export function status(name: string): DmTargetStatus[] {
+  const { header, buf } = dmIoctl(DmCmd.TABLE_STATUS, 'DM_TABLE_STATUS', { name });
+  return decodeTargetStatus(buf, header);
+}
+
+/** tableStatus returns each live target with its table line (what was loaded, as the kernel prints it). */
+export function tableStatus(name: string): DmTargetStatus[] {
+  const { header, buf } = dmIoctl(DmCmd.TABLE_STATUS, 'DM_TABLE_STATUS(table)', { name, flags: DmFlag.STATUS_TABLE });
+  return decodeTargetStatus(buf, header);
+}
+
+/** deviceInfo returns a device's state, or undefined when no device has that name. */
+export function deviceInfo(name: string): DeviceInfo | undefined {
+  try {
+    return toInfo(dmIoctl(DmCmd.DEV_STATUS, 'DM_DEV_STATUS', { name }).header);
+  } catch (err) {
+    if (err instanceof NotFoundError) return undefined;
+    throw err;
+  }
+}
+
+/** DmDevice is one LIST_DEVICES entry. */
+export interface DmDevice extends DevNumber {
+  name: string;
+}
+
+/** listDevices names every device-mapper device on the system. */
+export function listDevices(): DmDevice[] {
+  const { header, buf } = dmIoctl(DmCmd.LIST_DEVICES, 'DM_LIST_DEVICES', {});
+  return decodeNameList(buf, header).map((e) => ({ name: e.name, ...decodeKernelDev(e.dev) }));
+}
+
+function udevManagesNodes(): boolean {
+  if (process.env.DM_DISABLE_UDEV === '1') return false;
+  return fs.existsSync('/run/udev/control');
+}
+
+function nodeMatches(path: string, dev: bigint): boolean {
+  try {
+    const st = fs.statSync(path, { bigint: true });
+    return st.isBlockDevice() && st.rdev === dev;
+  } catch {
+    return false;
+  }
+}
+
+// ensureNode makes /dev/mapper/<name> point at the device's numbers. With
+// udev running (and not disabled) it first gives udev a moment, so the two
+// don't fight over the name; then it creates or fixes the node itself.
+function ensureNode(name: string, info: DeviceInfo): void {
+  if (!info.activeTable) return;
+  const path = devicePath(name);
+  const dev = makedev(info.major, info.minor);
+  if (nodeMatches(path, dev)) return;
+  if (udevManagesNodes()) {
+    for (let i = 0; i < 10 && !nodeMatches(path, dev); i++) sleepSync(20);
+    if (nodeMatches(path, dev)) return;
+  }
+  fs.mkdirSync(DM_DIR, { recursive: true, mode: 0o755 });
+  try {
+    fs.unlinkSync(path); // stale node from a previous device with this name
+  } catch (err) {
+    if (!isErrno(err, 'ENOENT')) throw err;
+  }
+  mknod(path, S_IFBLK | 0o660, dev);
+}
+
+// removeNode deletes /dev/mapper/<name> (a node or udev's symlink) if present.
+function removeNode(name: string): void {
+  try {
+    fs.unlinkSync(devicePath(name));
+  } catch (err) {
+    if (!isErrno(err, 'ENOENT')) throw err;
+  }
+}
+
+/** closeControl closes the cached control descriptor (tests, shutdown). */
+export function closeControl(): void {
+  if (controlFd === undefined) return;
+  fs.closeSync(controlFd);
+  controlFd = undefined;
+}
+
+/**
+ * discardDevice discards every block of an active device (BLKDISCARD): on a
+ * thin device it unmaps the blocks, and a pool with discard_passdown passes
+ * that down to the storage under it.
+ */
+export function discardDevice(name: string): void {
+  const path = devicePath(name);
+  const size = blockDeviceSize(path);
+  const fd = fs.openSync(path, fs.constants.O_RDWR);
+  try {
+    const range = Buffer.alloc(16);
+    range.writeBigUInt64LE(0n, 0);
+    range.writeBigUInt64LE(BigInt(size), 8);
+    ioctlBuffer(fd, BLKDISCARD, range, path);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
