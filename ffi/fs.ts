@@ -2,10 +2,7 @@
 // libc call Node's fs module lacks here: mknod(2) (to create a missing
 // /dev/loopN node). Only src/sys imports it.
 
-import ffi from 'ffi-rs';
-import { ErrnoError } from './errno.js';
-
-const { DataType, load, open } = ffi;
+import { DataType, big, i32, str, syscall } from './call.js';
 
 /** FICLONE is _IOW(0x94, 9, int): share all extents of the source fd (reflink). */
 export const FICLONE = 0x40049409;
@@ -34,9 +31,6 @@ export const FS_MAGIC: ReadonlyMap<number, string> = new Map([
   [0x62656572, 'sysfs'],
 ]);
 
-const LIB = 'libc-fs';
-let opened = false;
-
 /** makedev encodes a dev_t the way glibc's gnu_dev_makedev does. */
 export function makedev(major: number, minor: number): bigint {
   const ma = BigInt(major);
@@ -46,17 +40,5 @@ export function makedev(major: number, minor: number): bigint {
 
 /** mknod is mknod(2): mode includes the file type bits (S_IFBLK). */
 export function mknod(path: string, mode: number, dev: bigint): void {
-  if (!opened) {
-    open({ library: LIB, path: '' });
-    opened = true;
-  }
-  const r = load({
-    library: LIB,
-    funcName: 'mknod',
-    retType: DataType.I32,
-    paramsType: [DataType.String, DataType.I32, DataType.BigInt],
-    paramsValue: [path, mode, dev],
-    errno: true,
-  }) as unknown as { value: number; errnoCode: number };
-  if (r.value < 0) throw new ErrnoError('mknod', r.errnoCode, path);
+  syscall('mknod', DataType.I32, [str(path), i32(mode), big(dev)], path);
 }

@@ -6,68 +6,27 @@
 //
 // Only src/sys imports this folder; the rest of tsblock sees typed verbs.
 
-import ffi from 'ffi-rs';
+import { DataType, big, buf, callRaw, i32, i64, str, syscall, u64 } from './call.js';
 import { ErrnoError } from './errno.js';
-
-const { DataType, load, open } = ffi;
-const LIB = 'libc';
-let opened = false;
-
-function lib(): string {
-  if (!opened) {
-    // An empty path asks ffi-rs for the running process's own symbols, which
-    // include glibc: no hard-coded libc.so path.
-    open({ library: LIB, path: '' });
-    opened = true;
-  }
-  return LIB;
-}
-
-type Param = { type: ffi.DataType; value: unknown };
-
-function call(funcName: string, retType: ffi.DataType, params: Param[]): { value: number | bigint; errno: number } {
-  const r = load({
-    library: lib(),
-    funcName,
-    retType,
-    paramsType: params.map((p) => p.type),
-    paramsValue: params.map((p) => p.value),
-    errno: true,
-  }) as unknown as { value: number | bigint; errnoCode: number };
-  return { value: r.value, errno: r.errnoCode };
-}
-
-function check(syscall: string, r: { value: number | bigint; errno: number }, detail?: string): number {
-  const v = typeof r.value === 'bigint' ? Number(r.value) : r.value;
-  if (v < 0) throw new ErrnoError(syscall, r.errno, detail);
-  return v;
-}
-
-const i32 = (value: number): Param => ({ type: DataType.I32, value });
-const u64 = (value: number): Param => ({ type: DataType.U64, value });
-const i64 = (value: number): Param => ({ type: DataType.I64, value });
-const big = (value: bigint): Param => ({ type: DataType.BigInt, value });
-const str = (value: string): Param => ({ type: DataType.String, value });
-const buf = (value: Buffer): Param => ({ type: DataType.U8Array, value });
 
 /** ioctlBuffer issues ioctl(fd, request, buf): buf is passed by pointer, in and out. */
 export function ioctlBuffer(fd: number, request: number, data: Buffer, detail?: string): number {
-  return check('ioctl', call('ioctl', DataType.I32, [i32(fd), u64(request), buf(data)]), detail);
+  return syscall('ioctl', DataType.I32, [i32(fd), u64(request), buf(data)], detail);
 }
 
 /** ioctlInt issues ioctl(fd, request, arg) with an integer argument (or none: pass 0). */
 export function ioctlInt(fd: number, request: number, arg: number, detail?: string): number {
-  return check('ioctl', call('ioctl', DataType.I32, [i32(fd), u64(request), i64(arg)]), detail);
+  return syscall('ioctl', DataType.I32, [i32(fd), u64(request), i64(arg)], detail);
 }
 
 /** mount is mount(2); data is the filesystem's option string ("" for none). */
 export function mount(source: string, target: string, fstype: string, flags: number, data: string): void {
-  check('mount', call('mount', DataType.I32, [str(source), str(target), str(fstype), u64(flags), str(data)]), `${source} on ${target}`);
+  syscall('mount', DataType.I32, [str(source), str(target), str(fstype), u64(flags), str(data)], `${source} on ${target}`);
 }
 
 /** umount2 is umount2(2). */
 export function umount2(target: string, flags: number): void {
-  check('umount2', call('umount2', DataType.I32, [str(target), i32(flags)]), target);
+  syscall('umount2', DataType.I32, [str(target), i32(flags)], target);
 }
 
 /** SEEK_DATA and SEEK_HOLE are Linux's lseek whence values for sparse files. */
@@ -79,10 +38,10 @@ export const SEEK_HOLE = 4;
  * that case is returned as -1 rather than thrown, since it is the normal end.
  */
 export function lseek(fd: number, offset: number, whence: number): number {
-  const r = call('lseek', DataType.BigInt, [i32(fd), big(BigInt(offset)), i32(whence)]);
-  const v = Number(r.value);
-  if (v < 0 && r.errno === 6 /* ENXIO */) return -1;
-  return check('lseek', { value: v, errno: r.errno });
+  const r = callRaw('lseek', DataType.BigInt, [i32(fd), big(BigInt(offset)), i32(whence)]);
+  if (r.value < 0 && r.errno === 6 /* ENXIO */) return -1;
+  if (r.value < 0) throw new ErrnoError('lseek', r.errno);
+  return r.value;
 }
 
 /** FALLOC_FL_* flags for fallocate. */
@@ -91,7 +50,7 @@ export const FALLOC_FL_PUNCH_HOLE = 0x02;
 
 /** fallocate is fallocate(2). */
 export function fallocate(fd: number, mode: number, offset: number, length: number): void {
-  check('fallocate', call('fallocate', DataType.I32, [i32(fd), i32(mode), big(BigInt(offset)), big(BigInt(length))]));
+  syscall('fallocate', DataType.I32, [i32(fd), i32(mode), big(BigInt(offset)), big(BigInt(length))]);
 }
 
 /** LOCK_* operations for flock. */
@@ -101,8 +60,6 @@ export const LOCK_UN = 8;
 
 /** flock is flock(2). */
 export function flock(fd: number, operation: number): void {
-  check('flock', call('flock', DataType.I32, [i32(fd), i32(operation)]));
+  syscall('flock', DataType.I32, [i32(fd), i32(operation)]);
 }
 
-/** u64Param is exported for bindings elsewhere in ffi/ that need the same encoders. */
-export { u64 as u64Param, i32 as i32Param };

@@ -7,46 +7,8 @@
 //
 // Only src/apply (the applier's syscall wrapper) and src/sys import this file.
 
-import ffi from 'ffi-rs';
+import { DataType, buf, callRaw, i32, str, syscall, u64 } from './call.js';
 import { ErrnoError } from './errno.js';
-
-const { DataType, load, open } = ffi;
-const LIB = 'libc-mknod';
-let opened = false;
-
-function lib(): string {
-  if (!opened) {
-    // An empty path resolves symbols in the running process, glibc included.
-    open({ library: LIB, path: '' });
-    opened = true;
-  }
-  return LIB;
-}
-
-type Param = { type: ffi.DataType; value: unknown };
-
-function call(funcName: string, retType: ffi.DataType, params: Param[]): { value: number; errno: number } {
-  const r = load({
-    library: lib(),
-    funcName,
-    retType,
-    paramsType: params.map((p) => p.type),
-    paramsValue: params.map((p) => p.value),
-    errno: true,
-  }) as unknown as { value: number | bigint; errnoCode: number };
-  return { value: typeof r.value === 'bigint' ? Number(r.value) : r.value, errno: r.errnoCode };
-}
-
-function check(syscall: string, r: { value: number; errno: number }, detail?: string): number {
-  if (r.value < 0) throw new ErrnoError(syscall, r.errno, detail);
-  return r.value;
-}
-
-const i32 = (value: number): Param => ({ type: DataType.I32, value });
-const u64 = (value: number): Param => ({ type: DataType.U64, value });
-const big = (value: bigint): Param => ({ type: DataType.BigInt, value });
-const str = (value: string): Param => ({ type: DataType.String, value });
-const buf = (value: Buffer): Param => ({ type: DataType.U8Array, value });
 
 /** S_IF* file type bits of st_mode, as mknod(2) takes them. */
 export const S_IFIFO = 0o010000;
@@ -58,23 +20,14 @@ export const AT_FDCWD = -100;
 /** AT_SYMLINK_NOFOLLOW makes utimensat act on a final symlink itself. */
 export const AT_SYMLINK_NOFOLLOW = 0x100;
 
-/** makedevNumber encodes a dev_t the way glibc's gnu_dev_makedev does. */
-export function makedevNumber(major: number, minor: number): bigint {
-  const ma = BigInt(major);
-  const mi = BigInt(minor);
-  return ((ma & 0xfffff000n) << 32n) | ((ma & 0xfffn) << 8n) | ((mi & 0xffffff00n) << 12n) | (mi & 0xffn);
-}
-
-/** mknodRaw is mknod(2): mode carries the S_IF* type bits plus permissions. */
-export function mknodRaw(path: string, mode: number, dev: bigint): void {
-  check('mknod', call('mknod', DataType.I32, [str(path), i32(mode), big(dev)]), path);
-}
+/** makedevNumber and mknodRaw are the dev_t encoder and mknod(2) of ffi/fs.ts, under the applier's names. */
+export { makedev as makedevNumber, mknod as mknodRaw } from './fs.js';
 
 /** lsetxattrRaw is lsetxattr(2) with flags 0 (create or replace). */
 export function lsetxattrRaw(path: string, name: string, value: Buffer): void {
   // A zero-length Buffer may be passed as a null pointer; the kernel accepts
   // that with size 0, which is exactly an empty xattr value.
-  check('lsetxattr', call('lsetxattr', DataType.I32, [str(path), str(name), buf(value), u64(value.length), i32(0)]), `${path} ${name}`);
+  syscall('lsetxattr', DataType.I32, [str(path), str(name), buf(value), u64(value.length), i32(0)], `${path} ${name}`);
 }
 
 /**
@@ -83,22 +36,22 @@ export function lsetxattrRaw(path: string, name: string, value: Buffer): void {
  */
 export function lgetxattrRaw(path: string, name: string): Buffer | undefined {
   // First ask for the size, then read into a buffer of that size.
-  const size = call('lgetxattr', DataType.I64, [str(path), str(name), buf(Buffer.alloc(1)), u64(0)]);
+  const size = callRaw('lgetxattr', DataType.I64, [str(path), str(name), buf(Buffer.alloc(1)), u64(0)]);
   if (size.value < 0) {
     if (size.errno === 61 /* ENODATA */) return undefined;
     throw new ErrnoError('lgetxattr', size.errno, `${path} ${name}`);
   }
   const out = Buffer.alloc(Math.max(size.value, 1));
-  const n = check('lgetxattr', call('lgetxattr', DataType.I64, [str(path), str(name), buf(out), u64(out.length)]), `${path} ${name}`);
+  const n = syscall('lgetxattr', DataType.I64, [str(path), str(name), buf(out), u64(out.length)], `${path} ${name}`);
   return out.subarray(0, n);
 }
 
 /** llistxattrRaw is llistxattr(2): the xattr names on path (a final symlink itself). */
 export function llistxattrRaw(path: string): string[] {
-  const size = check('llistxattr', call('llistxattr', DataType.I64, [str(path), buf(Buffer.alloc(1)), u64(0)]), path);
+  const size = syscall('llistxattr', DataType.I64, [str(path), buf(Buffer.alloc(1)), u64(0)], path);
   if (size === 0) return [];
   const out = Buffer.alloc(size);
-  const n = check('llistxattr', call('llistxattr', DataType.I64, [str(path), buf(out), u64(out.length)]), path);
+  const n = syscall('llistxattr', DataType.I64, [str(path), buf(out), u64(out.length)], path);
   return out
     .subarray(0, n)
     .toString('latin1')
@@ -118,5 +71,5 @@ export function utimensatRaw(path: string, atimeSec: bigint, atimeNsec: number, 
   ts.writeBigInt64LE(BigInt(atimeNsec), 8);
   ts.writeBigInt64LE(mtimeSec, 16);
   ts.writeBigInt64LE(BigInt(mtimeNsec), 24);
-  check('utimensat', call('utimensat', DataType.I32, [i32(AT_FDCWD), str(path), buf(ts), i32(flags)]), path);
+  syscall('utimensat', DataType.I32, [i32(AT_FDCWD), str(path), buf(ts), i32(flags)], path);
 }

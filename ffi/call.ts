@@ -1,0 +1,59 @@
+// call is the one place ffi-rs is asked to call into libc: every binding in
+// ffi/ builds its parameters with the helpers below and goes through
+// syscall(). ffi-rs reports a stale errno on success, so the return value is
+// checked first and errno is only read after a failure.
+
+import ffi from 'ffi-rs';
+import { ErrnoError } from './errno.js';
+
+const { DataType, load, open } = ffi;
+const LIB = 'libc';
+let opened = false;
+
+function lib(): string {
+  if (!opened) {
+    // An empty path asks ffi-rs for the running process's own symbols, which
+    // include glibc: no hard-coded libc.so path.
+    open({ library: LIB, path: '' });
+    opened = true;
+  }
+  return LIB;
+}
+
+/** Param is one typed argument of a C call. */
+export type Param = { type: ffi.DataType; value: unknown };
+
+/** callRaw calls funcName and returns its value and errno without judging them. */
+export function callRaw(funcName: string, retType: ffi.DataType, params: Param[]): { value: number; errno: number } {
+  const r = load({
+    library: lib(),
+    funcName,
+    retType,
+    paramsType: params.map((p) => p.type),
+    paramsValue: params.map((p) => p.value),
+    errno: true,
+  }) as unknown as { value: number | bigint; errnoCode: number };
+  return { value: typeof r.value === 'bigint' ? Number(r.value) : r.value, errno: r.errnoCode };
+}
+
+/** syscall calls funcName and throws ErrnoError(name, errno, detail) when it returns a negative value. */
+export function syscall(funcName: string, retType: ffi.DataType, params: Param[], detail?: string, name = funcName): number {
+  const r = callRaw(funcName, retType, params);
+  if (r.value < 0) throw new ErrnoError(name, r.errno, detail);
+  return r.value;
+}
+
+/** i32 is a C int argument. */
+export const i32 = (value: number): Param => ({ type: DataType.I32, value });
+/** u64 is an unsigned long / size_t argument. */
+export const u64 = (value: number): Param => ({ type: DataType.U64, value });
+/** i64 is a long / off_t argument. */
+export const i64 = (value: number): Param => ({ type: DataType.I64, value });
+/** big is a 64-bit argument given as a bigint (dev_t). */
+export const big = (value: bigint): Param => ({ type: DataType.BigInt, value });
+/** str is a NUL-terminated string argument. */
+export const str = (value: string): Param => ({ type: DataType.String, value });
+/** buf passes a Buffer by pointer; the callee may write into it. */
+export const buf = (value: Buffer): Param => ({ type: DataType.U8Array, value });
+
+export { DataType };
