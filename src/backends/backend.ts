@@ -19,6 +19,7 @@
 import type { Kind, Usage } from '../snapshots/snapshotter.js';
 import type { Mount } from '../snapshots/mount.js';
 import type { Tx } from '../storage/metastore.js';
+import type { FreeSpace } from '../core/space.js';
 
 /** BackendSnapshot is what a backend is told about one snapshot. */
 export interface BackendSnapshot {
@@ -57,5 +58,10 @@ export interface Backend {
   destroy(snap: BackendSnapshot): Promise<void>;
   /** cleanup reclaims storage whose id is not live, and leftovers. */
   cleanup(live: ReadonlySet<number>): Promise<CleanupReport>;
+  /**
+   * freeSpace reports the storage new snapshots draw on (optional): the core
+   * refuses to create a snapshot when it is below the --min-free reserve.
+   */
+  freeSpace?(): FreeSpace | Promise<FreeSpace>;
   close(): Promise<void>;
 }

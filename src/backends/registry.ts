@@ -8,6 +8,7 @@ import { InvalidArgumentError } from '../errdefs.js';
 import type { CoreLogger } from '../core/snapshotter.js';
 import type { MetaStore } from '../storage/metastore.js';
 import type { Migration } from '../storage/schema.js';
+import type { MinFree } from '../core/space.js';
 
 /** BACKENDS are the names `--backend` accepts. */
 export const BACKENDS = ['blockfile', 'devmapper'] as const;
@@ -28,6 +29,8 @@ export interface BackendSettings {
   dataSize?: number;
   metadataSize?: number;
   discardOnRemove?: boolean;
+  /** minFree is the space reserve (core/space.ts); unset = DEFAULT_MIN_FREE. */
+  minFree?: MinFree;
 }
 
 /** BackendFactory is what a backend module provides. */

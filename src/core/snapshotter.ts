@@ -30,6 +30,8 @@ import { Kind, type Info, type SnapshotOpts, type Snapshotter, type Usage } from
 import type { MetaStore } from '../storage/metastore.js';
 import { SnapshotRows, now, type SnapshotRow } from '../storage/snapshots.js';
 import { KeyLock } from './keylock.js';
+import { faultPoint } from './faults.js';
+import { checkSpace, DEFAULT_MIN_FREE, type MinFree } from './space.js';
 
 /** CoreLogger receives one structured record per notable event. */
 export type CoreLogger = (level: 'debug' | 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) => void;
@@ -39,9 +41,14 @@ export interface CoreOptions {
   store: MetaStore;
   backend: Backend;
   log?: CoreLogger;
+  /** minFree is the space reserve a new snapshot may not eat into (default DEFAULT_MIN_FREE; see space.ts). */
+  minFree?: MinFree;
 }
 
 const noLog: CoreLogger = () => {};
+
+/** WALK_PAGE is how many snapshots Walk reads per transaction. */
+const WALK_PAGE = 500;
 
 /** CoreSnapshotter implements Snapshotter over a MetaStore and a Backend. */
 export class CoreSnapshotter implements Snapshotter {
@@ -49,6 +56,7 @@ export class CoreSnapshotter implements Snapshotter {
   private readonly locks = new KeyLock();
   private readonly log: CoreLogger;
   private closed = false;
+  private minFree: MinFree = DEFAULT_MIN_FREE;
 
   private constructor(
     readonly store: MetaStore,
@@ -62,6 +70,7 @@ export class CoreSnapshotter implements Snapshotter {
   /** open initialises the backend and reconciles what a crash may have left behind. */
   static async open(opts: CoreOptions): Promise<CoreSnapshotter> {
     const sn = new CoreSnapshotter(opts.store, opts.backend, opts.log);
+    sn.minFree = opts.minFree ?? DEFAULT_MIN_FREE;
     await opts.backend.init();
     await sn.reconcile();
     return sn;
@@ -72,6 +81,7 @@ export class CoreSnapshotter implements Snapshotter {
     const removed: string[] = [];
     for (const row of this.store.read(() => this.rows.creating())) {
       await this.backend.destroy(this.toBackend(row));
+      faultPoint('core:reconcile:after-destroy');
       this.store.write(() => this.rows.delete(row.id));
       removed.push(`unfinished snapshot ${row.id} (${row.key})`);
     }
@@ -151,11 +161,13 @@ export class CoreSnapshotter implements Snapshotter {
     await this.locks.run([key, name], async () => {
       const row = this.store.read(() => this.checkCommit(name, key));
       const usage = await this.wrap(() => this.backend.commit(this.toBackend(row)));
+      faultPoint('core:commit:after-backend');
       this.store.write(() => {
         const again = this.checkCommit(name, key);
         this.rows.commit(again.id, name, now(), usage);
         this.rows.writeLabels(again.id, opts?.labels ?? {});
       });
+      faultPoint('core:commit:after-tx');
     });
   }
 
@@ -173,14 +185,17 @@ export class CoreSnapshotter implements Snapshotter {
           const snap = this.toBackend(row);
           this.backend.detach(snap, tx);
           detached = snap;
+          faultPoint('core:remove:in-tx');
         });
       } catch (err) {
         if (detached) this.backend.reattach(detached);
         throw err;
       }
       const snap = detached!;
+      faultPoint('core:remove:after-tx');
       try {
         await this.backend.destroy(snap);
+        faultPoint('core:remove:after-destroy');
       } catch (err) {
         // The snapshot is gone from the metadata; its storage is an orphan that
         // cleanup() reclaims. containerd's GC must not be stopped by it.
@@ -191,15 +206,24 @@ export class CoreSnapshotter implements Snapshotter {
 
   async walk(fn: (info: Info) => void | Promise<void>, filters: string[] = []): Promise<void> {
     const match = parseFilters(filters);
-    const infos = this.store.read(() => this.rows.allInfos());
-    for (const info of infos) {
-      if (match(info)) await fn(info);
+    // Page by id, one short read transaction per page: memory stays flat with
+    // 10,000s of snapshots (daemon RSS, docs/performance.md) and a slow List
+    // client never pins a read snapshot. Every snapshot that exists for the
+    // whole walk is reported exactly once.
+    for (let after = 0; ; ) {
+      const page = this.store.read(() => this.rows.infoPage(after, WALK_PAGE));
+      for (const [id, info] of page) {
+        after = id;
+        if (match(info)) await fn(info);
+      }
+      if (page.length < WALK_PAGE) return;
     }
   }
 
   async cleanup(): Promise<void> {
     const live = this.store.read(() => this.rows.allIds());
     const report = await this.wrap(() => this.backend.cleanup(live));
+    faultPoint('core:cleanup:after-backend');
     if (report.removed.length > 0) this.log('info', 'cleanup reclaimed storage', { removed: report.removed });
   }
 
@@ -220,6 +244,10 @@ export class CoreSnapshotter implements Snapshotter {
     if (parent !== '') validateKey(parent, 'parent');
     validateLabels(opts?.labels);
     const sizeBytes = parseSizeLabel(opts?.labels);
+    // A view of a committed image allocates nothing (blockfile) or next to
+    // nothing; an active snapshot is where containers write, so it is the one
+    // refused when the storage is below the reserve.
+    if (kind === Kind.Active && this.backend.freeSpace) checkSpace(await this.backend.freeSpace(), this.minFree);
     return this.locks.run([key], async () => {
       const row = this.store.write(() => {
         if (this.rows.get(key)) throw new AlreadyExistsError(`snapshot ${key}: already exists`);
@@ -236,10 +264,13 @@ export class CoreSnapshotter implements Snapshotter {
         const id = this.rows.insert({ key, parentId, kind, state: 'creating', labels: opts?.labels ?? {}, at: now() });
         return this.rows.getById(id)!;
       });
+      faultPoint('core:create:after-insert');
       const snap: BackendSnapshot = { ...this.toBackend(row), sizeBytes };
       try {
         await this.wrap(() => this.backend.create(snap));
+        faultPoint('core:create:after-backend');
         this.store.write(() => this.rows.markReady(row.id));
+        faultPoint('core:create:after-ready');
         return await this.wrap(() => this.backend.mounts(snap));
       } catch (err) {
         await this.undoCreate(snap, err);

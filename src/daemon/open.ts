@@ -1,12 +1,13 @@
 // openSnapshotter builds the whole stack for one root: lock, metadata store,
 // backend and core, with start-up reconciliation done before it returns.
 
-import { mkdirSync, chmodSync } from 'node:fs';
+import { mkdirSync, chmodSync, closeSync, existsSync, openSync } from 'node:fs';
 import { join } from 'node:path';
 import { CoreSnapshotter, type CoreLogger } from '../core/snapshotter.js';
 import { MetaStore } from '../storage/metastore.js';
 import { loadBackendModule, type BackendSettings } from '../backends/registry.js';
 import { lockExclusive, type FileLock } from '../sys/lock.js';
+import { DEFAULT_MIN_FREE, describeMinFree } from '../core/space.js';
 
 /** OpenedSnapshotter is a running core plus what must be released with it. */
 export interface OpenedSnapshotter {
@@ -27,9 +28,12 @@ export async function openSnapshotter(settings: BackendSettings, log: CoreLogger
   let store: MetaStore | undefined;
   try {
     const mod = await loadBackendModule(settings.backend);
+    restrictMetadata(metadataPath(settings.root));
     store = new MetaStore(metadataPath(settings.root), { extraMigrations: mod.migrations });
     const backend = mod.create(settings, store, log);
-    const snapshotter = await CoreSnapshotter.open({ store, backend, log });
+    const minFree = settings.minFree ?? DEFAULT_MIN_FREE;
+    log('info', 'low-space guard', { minFree: describeMinFree(minFree), root: settings.root });
+    const snapshotter = await CoreSnapshotter.open({ store, backend, log, minFree });
     return {
       snapshotter,
       async close() {
@@ -45,4 +49,14 @@ export async function openSnapshotter(settings: BackendSettings, log: CoreLogger
     lock.release();
     throw err;
   }
+}
+
+/**
+ * restrictMetadata makes the database owner-only before SQLite opens it:
+ * SQLite gives the -wal and -shm files the database file's mode, and keys and
+ * labels are nobody else's business (the root is 0700 too; this is depth).
+ */
+function restrictMetadata(path: string): void {
+  closeSync(openSync(path, 'a', 0o600));
+  for (const p of [path, `${path}-wal`, `${path}-shm`]) if (existsSync(p)) chmodSync(p, 0o600);
 }

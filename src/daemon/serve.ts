@@ -1,23 +1,43 @@
 // serve runs the daemon: open the snapshotter for a root (reconciling what a
-// crash left), register the gRPC services, listen on the unix socket, and on
-// SIGTERM/SIGINT stop accepting, finish in-flight calls and close cleanly.
-// Containers' mounts are containerd's, not ours: shutdown leaves them alone.
+// crash left), register the gRPC services, listen on the unix socket (or a
+// socket systemd passed in), and on SIGTERM/SIGINT stop accepting, finish
+// in-flight calls and close cleanly. Containers' mounts are containerd's,
+// not ours: shutdown leaves them alone (and never unmounts or detaches).
 
 import * as grpc from '@grpc/grpc-js';
 import { rmSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Server as NetServer } from 'node:net';
 import type { Logger } from 'pino';
 import { openSnapshotter } from './open.js';
 import { coreLogger } from './log.js';
+import { isFdAddress, listenOnFd, resolveFd, type PassedFd } from './activation.js';
 import type { BackendSettings } from '../backends/registry.js';
 import { loadSnapshotsService, snapshotsHandlers } from '../server/service.js';
+import { diffHandlers, loadDiffService } from '../server/diff-service.js';
 import { listenUnix, shutdownServer } from '../server/listen.js';
 import { errorMessage } from '../errdefs.js';
+import { instrumentHandlers } from '../metrics/instrument.js';
+import type { MetricsTarget, TsblockMetrics } from '../metrics/metrics.js';
+import type { InstanceConfig } from '../config/types.js';
 
-/** ServeOptions is everything `tsblock serve` needs. */
+/** ServeOptions is everything one snapshotter instance needs. */
 export interface ServeOptions extends BackendSettings {
+  /** socket is a unix socket path or an fd:// address (socket activation). */
   socket: string;
   socketMode?: number;
   socketGid?: number;
+  /** name is the instance's name in logs and metrics (default "tsblock"). */
+  name?: string;
+}
+
+/** DaemonExtras are process-wide things instances share. */
+export interface DaemonExtras {
+  metrics?: TsblockMetrics;
+  /** passedFds are the sockets systemd handed over (see activation.ts). */
+  passedFds?: PassedFd[];
+  /** instance is the config the metrics collector reads (derived from opts when absent). */
+  instance?: InstanceConfig;
 }
 
 /** Daemon is a running server; stop() is idempotent. */
@@ -27,48 +47,58 @@ export interface Daemon {
 }
 
 /** startDaemon brings up one snapshotter instance and returns once it listens. */
-export async function startDaemon(opts: ServeOptions, log: Logger): Promise<Daemon> {
+export async function startDaemon(opts: ServeOptions, log: Logger, extras: DaemonExtras = {}): Promise<Daemon> {
   const started = Date.now();
-  const opened = await openSnapshotter(opts, coreLogger(log));
+  const name = opts.name ?? 'tsblock';
+  const ilog = log.child({ snapshotter: name });
+  const opened = await openSnapshotter(opts, coreLogger(ilog));
   const server = new grpc.Server({ 'grpc.max_receive_message_length': 16 * 1024 * 1024 });
-  server.addService(loadSnapshotsService(), snapshotsHandlers(opened.snapshotter, (rec) => log.warn(rec, 'rpc failed')));
+  const handlers = snapshotsHandlers(opened.snapshotter, (rec) => ilog.warn(rec, 'rpc failed'));
+  server.addService(loadSnapshotsService(), instrumentHandlers(handlers, name, extras.metrics, ilog));
+  // containerd.services.diff.v1.Diff for containerd ≥ 2 proxy differs (docs/applier.md).
+  server.addService(
+    loadDiffService(),
+    instrumentHandlers(diffHandlers({ blobDir: join(opts.root, 'content') }, (rec) => ilog.warn(rec, 'diff rpc failed')), name, extras.metrics, ilog),
+  );
+  const activated = isFdAddress(opts.socket);
+  let acceptor: NetServer | undefined;
   try {
-    await listenUnix(server, opts.socket, { mode: opts.socketMode, gid: opts.socketGid });
+    if (activated) acceptor = await listenOnFd(server, resolveFd(opts.socket, extras.passedFds ?? []));
+    else await listenUnix(server, opts.socket, { mode: opts.socketMode, gid: opts.socketGid });
   } catch (err) {
     server.forceShutdown();
     await opened.close();
     throw err;
   }
-  log.info({ socket: opts.socket, root: opts.root, backend: opts.backend, ms: Date.now() - started }, 'serving');
+  const target: MetricsTarget = {
+    instance: extras.instance ?? {
+      name, backend: opts.backend, root: opts.root, socket: opts.socket, mountOptions: opts.mountOptions ?? [],
+      baseSize: opts.baseSize, pool: opts.poolName, dataSize: opts.dataSize, metadataSize: opts.metadataSize, discard: opts.discardOnRemove ?? false,
+    },
+    store: opened.snapshotter.store,
+    usage: (key) => opened.snapshotter.usage(key),
+  };
+  extras.metrics?.addTarget(target);
+  ilog.info({ socket: opts.socket, root: opts.root, backend: opts.backend, ms: Date.now() - started }, 'serving');
 
   let stopping: Promise<void> | undefined;
   let resolveStopped!: () => void;
   const stopped = new Promise<void>((r) => (resolveStopped = r));
   const stop = () =>
     (stopping ??= (async () => {
-      log.info({ socket: opts.socket }, 'shutting down');
+      ilog.info({ socket: opts.socket }, 'shutting down');
+      // Stop accepting first (an activated socket stays open in systemd's
+      // hands, so containerd's next connect queues until we are back).
+      await new Promise<void>((r) => (acceptor ? acceptor.close(() => r()) : r()));
       await shutdownServer(server, 10_000);
+      extras.metrics?.removeTarget(target);
       try {
         await opened.close();
       } catch (err) {
-        log.error({ error: errorMessage(err) }, 'close failed');
+        ilog.error({ error: errorMessage(err) }, 'close failed');
       }
-      rmSync(opts.socket, { force: true });
+      if (!activated) rmSync(opts.socket, { force: true });
       resolveStopped();
     })());
   return { stop, stopped };
-}
-
-/** runDaemon starts the daemon and stops it on SIGTERM/SIGINT. */
-export async function runDaemon(opts: ServeOptions, log: Logger): Promise<void> {
-  const daemon = await startDaemon(opts, log);
-  const onSignal = (sig: NodeJS.Signals) => {
-    log.info({ signal: sig }, 'signal received');
-    void daemon.stop();
-  };
-  process.on('SIGTERM', onSignal);
-  process.on('SIGINT', onSignal);
-  await daemon.stopped;
-  process.off('SIGTERM', onSignal);
-  process.off('SIGINT', onSignal);
 }

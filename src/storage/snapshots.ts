@@ -84,6 +84,9 @@ export class SnapshotRows {
   private readonly commitStmt: Database.Statement;
   private readonly allRows: Database.Statement;
   private readonly allLabels: Database.Statement;
+  private readonly walkRows: Database.Statement;
+  private readonly pageRows: Database.Statement;
+  private readonly pageLabels: Database.Statement;
   private readonly idsStmt: Database.Statement;
   private readonly creatingStmt: Database.Statement;
   private readonly byRefStmt: Database.Statement;
@@ -107,6 +110,19 @@ export class SnapshotRows {
        size = ?, inodes = ? WHERE id = ?`,
     );
     this.allRows = db.prepare("SELECT * FROM snapshots WHERE state = 'ready' ORDER BY id");
+    // Walk reads only what an Info needs, as arrays: 3× faster than full
+    // row objects (1,000 rows: 1.65 → 0.58 ms; docs/performance.md).
+    this.walkRows = db
+      .prepare("SELECT id, key, parent_id, kind, created_s, created_ns, updated_s, updated_ns FROM snapshots WHERE state = 'ready' ORDER BY id")
+      .raw(true);
+    this.pageRows = db
+      .prepare(
+        `SELECT s.id, s.key, p.key, s.kind, s.created_s, s.created_ns, s.updated_s, s.updated_ns
+         FROM snapshots s LEFT JOIN snapshots p ON p.id = s.parent_id
+         WHERE s.state = 'ready' AND s.id > ? ORDER BY s.id LIMIT ?`,
+      )
+      .raw(true);
+    this.pageLabels = db.prepare('SELECT snapshot_id, name, value FROM labels WHERE snapshot_id > ? AND snapshot_id <= ?').raw(true);
     this.allLabels = db.prepare(
       "SELECT l.snapshot_id AS id, l.name, l.value FROM labels l JOIN snapshots s ON s.id = l.snapshot_id WHERE s.state = 'ready'",
     );
@@ -188,23 +204,52 @@ export class SnapshotRows {
 
   /** allInfos returns every ready snapshot's Info with two queries, for Walk. */
   allInfos(): Info[] {
-    const rows = (this.allRows.all() as RawRow[]).map(fromRaw);
+    type WalkRow = [number, string, number | null, number, number, number, number, number];
+    const rows = this.walkRows.all() as WalkRow[];
     const keyById = new Map<number, string>();
-    for (const r of rows) keyById.set(r.id, r.key);
+    for (const r of rows) keyById.set(r[0], r[1]);
     const labelsById = new Map<number, Record<string, string>>();
     for (const l of this.allLabels.all() as { id: number; name: string; value: string }[]) {
       let m = labelsById.get(l.id);
       if (!m) labelsById.set(l.id, (m = {}));
       m[l.name] = l.value;
     }
-    return rows.map((r) => ({
-      kind: r.kind,
-      name: r.key,
-      parent: r.parentId === null ? '' : (keyById.get(r.parentId) ?? ''),
-      labels: labelsById.get(r.id) ?? {},
-      created: r.created,
-      updated: r.updated,
+    return rows.map(([id, key, parentId, kind, cs, cns, us, uns]) => ({
+      kind: kind as Kind,
+      name: key,
+      parent: parentId === null ? '' : (keyById.get(parentId) ?? ''),
+      labels: labelsById.get(id) ?? {},
+      created: { seconds: cs, nanos: cns },
+      updated: { seconds: us, nanos: uns },
     }));
+  }
+
+  /**
+   * infoPage returns up to `limit` ready snapshots with id > afterId, in id
+   * order, as [id, Info] pairs: Walk reads the store page by page so its
+   * memory stays flat whatever the number of snapshots.
+   */
+  infoPage(afterId: number, limit: number): Array<[number, Info]> {
+    type PageRow = [number, string, string | null, number, number, number, number, number];
+    const rows = this.pageRows.all(afterId, limit) as PageRow[];
+    if (rows.length === 0) return [];
+    const labelsById = new Map<number, Record<string, string>>();
+    for (const [id, name, value] of this.pageLabels.all(afterId, rows[rows.length - 1]![0]) as [number, string, string][]) {
+      let m = labelsById.get(id);
+      if (!m) labelsById.set(id, (m = {}));
+      m[name] = value;
+    }
+    return rows.map(([id, key, parentKey, kind, cs, cns, us, uns]) => [
+      id,
+      {
+        kind: kind as Kind,
+        name: key,
+        parent: parentKey ?? '',
+        labels: labelsById.get(id) ?? {},
+        created: { seconds: cs, nanos: cns },
+        updated: { seconds: us, nanos: uns },
+      },
+    ]);
   }
 
   /** allIds returns the ids of every row, creating ones included. */

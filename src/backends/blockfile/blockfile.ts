@@ -14,7 +14,7 @@
 // containerd attaches the loop device itself (the `loop` mount option), so
 // Prepare and Commit never mount anything on the host.
 
-import { promises as fsp, mkdirSync, renameSync, existsSync, readdirSync, statSync } from 'node:fs';
+import { promises as fsp, mkdirSync, renameSync, existsSync, readdirSync, statSync, statfsSync, openSync, closeSync, fdatasync } from 'node:fs';
 import { join } from 'node:path';
 import type { Backend, BackendSnapshot, CleanupReport } from '../backend.js';
 import { Kind, type Usage } from '../../snapshots/snapshotter.js';
@@ -23,7 +23,10 @@ import { isErrno } from '../../../ffi/errno.js';
 import { canReflink, cloneOrCopy } from '../../sys/reflink.js';
 import { allocatedBytes, readExt4Usage } from '../../sys/fsinfo.js';
 import { makeExt4, runTool } from '../../sys/exec.js';
+import { canonicalPath, detachLoop, listLoops } from '../../sys/loop.js';
 import type { CoreLogger } from '../../core/snapshotter.js';
+import { faultPoint } from '../../core/faults.js';
+import type { FreeSpace } from '../../core/space.js';
 
 /** BlockfileConfig configures one blockfile backend. */
 export interface BlockfileConfig {
@@ -36,6 +39,9 @@ export interface BlockfileConfig {
   log?: CoreLogger;
 }
 
+/** PARENT_USAGE_CACHE_MAX bounds the parent usage cache (entries are ~100 bytes). */
+const PARENT_USAGE_CACHE_MAX = 4096;
+
 /** DEFAULT_BASE_SIZE is 10 GiB, allocated lazily. */
 export const DEFAULT_BASE_SIZE = 10 * 1024 ** 3;
 
@@ -46,6 +52,7 @@ export class BlockfileBackend implements Backend {
   private readonly basePath: string;
   private reflink: boolean | undefined;
   private warnedCopy = false;
+  private readonly parentUsageCache = new Map<string, { bytes: number; inodes?: number }>();
 
   constructor(private readonly cfg: BlockfileConfig) {
     this.snapDir = join(cfg.dir, 'snapshots');
@@ -70,9 +77,11 @@ export class BlockfileBackend implements Backend {
     const tmp = `${this.imagePath(snap.id)}.tmp`;
     const how = await cloneOrCopy(src, tmp);
     if (how === 'sparse-copy') this.warnCopy();
+    faultPoint('blockfile:create:after-clone');
     try {
       if (snap.sizeBytes !== undefined) await this.grow(tmp, snap.sizeBytes);
       await fsp.rename(tmp, this.imagePath(snap.id));
+      faultPoint('blockfile:create:after-rename');
     } catch (err) {
       await fsp.rm(tmp, { force: true });
       throw err;
@@ -91,28 +100,62 @@ export class BlockfileBackend implements Backend {
   }
 
   async commit(snap: BackendSnapshot): Promise<Usage> {
-    const fh = await fsp.open(this.imagePath(snap.id), 'r+');
+    // The layer's bytes reach the disk before the metadata says "committed"
+    // (the caller writes the row only after this resolves). Only the flush
+    // goes to the thread pool (open/close are µs syscalls), and usage is
+    // measured while it runs: st_blocks counts delayed allocations on ext4
+    // and XFS and the superblock is read through the page cache, so the
+    // figures are the same before and after the flush (docs/performance.md).
+    const fd = openSync(this.imagePath(snap.id), 'r+');
     try {
-      // The layer's bytes reach the disk before the metadata says "committed".
-      await fh.datasync();
+      const flushed = new Promise<void>((resolve, reject) => fdatasync(fd, (err) => (err ? reject(err) : resolve())));
+      let usage: Usage;
+      try {
+        usage = await this.usage(snap);
+      } catch (err) {
+        await flushed.catch(() => {});
+        throw err;
+      }
+      await flushed;
+      faultPoint('blockfile:commit:after-flush');
+      return usage;
     } finally {
-      await fh.close();
+      closeSync(fd);
     }
-    return this.usage(snap);
   }
 
   async usage(snap: BackendSnapshot): Promise<Usage> {
     if (snap.kind === Kind.View) return { size: 0, inodes: 0 };
     const file = this.imagePath(snap.id);
-    const parent = snap.parent ? this.imagePath(snap.parent.id) : this.basePath;
-    const size = Math.max(0, allocatedBytes(file) - allocatedBytes(parent));
+    const parent = this.parentUsage(snap.parent ? this.imagePath(snap.parent.id) : this.basePath);
+    const size = Math.max(0, allocatedBytes(file) - parent.bytes);
     let inodes = 0;
     try {
-      inodes = Math.max(0, readExt4Usage(file).inodesUsed - readExt4Usage(parent).inodesUsed);
+      if (parent.inodes !== undefined) inodes = Math.max(0, readExt4Usage(file).inodesUsed - parent.inodes);
     } catch {
       // An image being written may have a superblock in flux; size is what matters.
     }
     return { size, inodes };
+  }
+
+  /**
+   * parentUsage measures a committed image or the base once: they are never
+   * written again (views mount them ro,noload) and ids are never reused, so
+   * the figures stay true; saves a stat and a superblock read per Commit.
+   */
+  private parentUsage(path: string): { bytes: number; inodes?: number } {
+    const hit = this.parentUsageCache.get(path);
+    if (hit) return hit;
+    let inodes: number | undefined;
+    try {
+      inodes = readExt4Usage(path).inodesUsed;
+    } catch {
+      inodes = undefined;
+    }
+    const value = { bytes: allocatedBytes(path), inodes };
+    if (this.parentUsageCache.size >= PARENT_USAGE_CACHE_MAX) this.parentUsageCache.clear();
+    this.parentUsageCache.set(path, value);
+    return value;
   }
 
   detach(snap: BackendSnapshot): void {
@@ -122,6 +165,7 @@ export class BlockfileBackend implements Backend {
     } catch (err) {
       if (!isErrno(err, 'ENOENT')) throw err;
     }
+    faultPoint('blockfile:detach:after-rename');
   }
 
   reattach(snap: BackendSnapshot): void {
@@ -135,20 +179,60 @@ export class BlockfileBackend implements Backend {
 
   async destroy(snap: BackendSnapshot): Promise<void> {
     for (const p of [this.removedPath(snap.id), `${this.imagePath(snap.id)}.tmp`, this.imagePath(snap.id)]) {
-      await fsp.rm(p, { force: true });
+      // Usually one of the three exists: a sync probe (µs) spares the absent
+      // ones a thread-pool round trip; the unlink that frees an image's
+      // extents stays off the event loop.
+      if (!existsSync(p)) continue;
+      try {
+        await fsp.unlink(p);
+      } catch (err) {
+        if (!isErrno(err, 'ENOENT')) throw err;
+      }
+      faultPoint('blockfile:destroy:after-unlink');
     }
   }
 
   async cleanup(live: ReadonlySet<number>): Promise<CleanupReport> {
     const removed: string[] = [];
-    for (const name of readdirSync(this.snapDir)) {
+    const names = readdirSync(this.snapDir);
+    // rm-<id> of a live id is a detach whose transaction never committed (a
+    // crash inside Remove's transaction): the snapshot still exists, so its
+    // image goes back, synchronously, before anything else can run.
+    for (const name of names) {
+      const m = /^rm-(\d+)$/.exec(name);
+      if (!m || !live.has(Number(m[1])) || names.includes(m[1]!)) continue;
+      renameSync(join(this.snapDir, name), this.imagePath(Number(m[1])));
+      this.cfg.log?.('warn', 'restored the image of a snapshot whose removal did not commit', { id: Number(m[1]) });
+    }
+    for (const name of names) {
       const m = /^(rm-)?(\d+)(\.tmp)?$/.exec(name);
-      const orphan = m ? m[1] !== undefined || !live.has(Number(m[2])) : false;
+      const restored = m !== null && m[1] !== undefined && m[3] === undefined && live.has(Number(m[2])) && !names.includes(m[2]!);
+      const orphan = m && !restored ? m[1] !== undefined || !live.has(Number(m[2])) : false;
       if (!orphan) continue;
       await fsp.rm(join(this.snapDir, name), { force: true });
+      faultPoint('blockfile:cleanup:after-rm');
       removed.push(join(this.snapDir, name));
     }
+    // A loop device left on an image no snapshot owns (a removed one, or an
+    // orphan) pins its blocks. Detach it: unused, it goes at once; still
+    // mounted by a container, the kernel only marks it autoclear (the mount
+    // keeps working and the device goes at unmount). Live images' devices
+    // are containerd's and never touched.
+    const prefix = canonicalPath(this.snapDir) + '/';
+    for (const l of listLoops()) {
+      if (!l.backingFile.startsWith(prefix)) continue;
+      const m = /^(\d+)$/.exec(l.backingFile.slice(prefix.length));
+      if (!l.deleted && m && live.has(Number(m[1]))) continue;
+      detachLoop(l.device);
+      removed.push(`${l.device} (${l.backingFile}${l.deleted ? ', deleted' : ''})`);
+    }
     return { removed };
+  }
+
+  /** freeSpace is what the filesystem under the root has left for images (statfs f_bavail). */
+  freeSpace(): FreeSpace {
+    const st = statfsSync(this.snapDir);
+    return { free: st.bavail * st.bsize, total: st.blocks * st.bsize, what: `the filesystem under ${this.cfg.dir}` };
   }
 
   async close(): Promise<void> {}
@@ -171,7 +255,9 @@ export class BlockfileBackend implements Backend {
     } finally {
       await fh.close();
     }
+    faultPoint('blockfile:base:after-truncate');
     await makeExt4(tmp, { noLostFound: true, rootMode: 0o755 });
+    faultPoint('blockfile:base:after-mkfs');
     const done = await fsp.open(tmp, 'r+');
     try {
       await done.sync();
@@ -179,6 +265,7 @@ export class BlockfileBackend implements Backend {
       await done.close();
     }
     await fsp.rename(tmp, this.basePath);
+    faultPoint('blockfile:base:after-rename');
     this.cfg.log?.('info', 'created base image', { path: this.basePath, size: this.cfg.baseSize });
   }
 

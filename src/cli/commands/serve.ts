@@ -1,20 +1,28 @@
-// `tsblock serve`: run the snapshotter daemon on a unix socket.
+// `tsblock serve`: run the snapshotter daemon — every configured snapshotter
+// on its own socket — with flags layered over the config file.
 
-import { parseArgs } from 'node:util';
-import { createLogger, type LogLevel } from '../../daemon/log.js';
-import { runDaemon, type ServeOptions } from '../../daemon/serve.js';
-import { parseSize } from '../../daemon/size.js';
-import { isBackendName, BACKENDS } from '../../backends/registry.js';
-import { InvalidArgumentError } from '../../errdefs.js';
+import { createLogger } from '../../daemon/log.js';
+import { runConfig } from '../../daemon/run.js';
+import { InvalidArgumentError, errorMessage } from '../../errdefs.js';
+import { BACKENDS } from '../../backends/registry.js';
+import { DEFAULT_ROOT, DEFAULT_SOCKET, DEFAULT_METRICS_ADDRESS } from '../../config/types.js';
+import { parseVerb, stdio, type Io } from '../common.js';
 
-/** DEFAULT_ROOT and DEFAULT_SOCKET are where a plain `tsblock serve` keeps its state and listens. */
-export const DEFAULT_ROOT = '/var/lib/tsblock';
-export const DEFAULT_SOCKET = '/run/tsblock/tsblock.sock';
+export { DEFAULT_ROOT, DEFAULT_SOCKET };
 
+/** serveUsage is `tsblock help serve`. */
 export const serveUsage = `usage: tsblock serve [options]
 
+Serves every snapshotter in the config file (default /etc/tsblock/config.toml;
+none = one blockfile snapshotter "tsblock"). Flags override the file and
+apply to one snapshotter (--snapshotter NAME when several are configured);
+TSBLOCK_* environment variables override flags (see docs/operations.md).
+
+  --config FILE         config file (or $TSBLOCK_CONFIG)
+  --snapshotter NAME    the snapshotter the flags below apply to
   --root DIR            state directory (default ${DEFAULT_ROOT})
-  --socket PATH         unix socket to listen on (default ${DEFAULT_SOCKET})
+  --socket PATH|fd://   unix socket to listen on (default ${DEFAULT_SOCKET});
+                        fd://, fd://N or fd://NAME take a systemd-passed socket
   --backend NAME        ${BACKENDS.join(' | ')} (default blockfile)
   --base-size SIZE      virtual size of each snapshot, e.g. 10G (default 10G)
   --mount-option OPT    extra option for every returned mount (repeatable)
@@ -23,69 +31,22 @@ export const serveUsage = `usage: tsblock serve [options]
   --metadata-size SIZE  devmapper: owned pool metadata file size
   --discard             devmapper: discard blocks of removed snapshots
   --socket-group GID    group owning the socket (mode 0660)
+  --min-free SIZE|PCT   refuse new active snapshots when the storage has less
+                        free (e.g. 10G or 5%; default 1%, 0 = off)
   --log-level LEVEL     debug | info | warn | error (default info)
+  --metrics-address A   Prometheus /metrics host:port (default ${DEFAULT_METRICS_ADDRESS}; "" = off)
 `;
 
-/** parseServeArgs turns argv into ServeOptions; every problem is reported at once. */
-export function parseServeArgs(argv: string[]): ServeOptions & { logLevel: LogLevel } {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      root: { type: 'string', default: DEFAULT_ROOT },
-      socket: { type: 'string', default: DEFAULT_SOCKET },
-      backend: { type: 'string', default: 'blockfile' },
-      'base-size': { type: 'string' },
-      'mount-option': { type: 'string', multiple: true },
-      pool: { type: 'string' },
-      'data-size': { type: 'string' },
-      'metadata-size': { type: 'string' },
-      discard: { type: 'boolean', default: false },
-      'socket-group': { type: 'string' },
-      'log-level': { type: 'string', default: 'info' },
-    },
-    strict: true,
-    allowPositionals: false,
-  });
-  const problems: string[] = [];
-  const attempt = <T>(fn: () => T): T | undefined => {
-    try {
-      return fn();
-    } catch (err) {
-      problems.push((err as Error).message);
-      return undefined;
-    }
-  };
-  if (!isBackendName(values.backend!)) problems.push(`--backend must be one of ${BACKENDS.join(', ')}`);
-  const level = values['log-level']!;
-  if (!['debug', 'info', 'warn', 'error'].includes(level)) problems.push('--log-level must be debug, info, warn or error');
-  const gid = values['socket-group'] === undefined ? undefined : Number(values['socket-group']);
-  if (gid !== undefined && !Number.isInteger(gid)) problems.push('--socket-group must be a numeric gid');
-  const opts = {
-    root: values.root!,
-    socket: values.socket!,
-    backend: values.backend as ServeOptions['backend'],
-    baseSize: values['base-size'] ? attempt(() => parseSize(values['base-size']!, '--base-size')) : undefined,
-    mountOptions: values['mount-option'],
-    poolName: values.pool,
-    dataSize: values['data-size'] ? attempt(() => parseSize(values['data-size']!, '--data-size')) : undefined,
-    metadataSize: values['metadata-size'] ? attempt(() => parseSize(values['metadata-size']!, '--metadata-size')) : undefined,
-    discardOnRemove: values.discard,
-    socketGid: gid,
-    logLevel: level as LogLevel,
-  };
-  if (problems.length > 0) throw new InvalidArgumentError(problems.join('; '));
-  return opts;
-}
-
-/** serveCommand runs the daemon until a signal stops it. */
-export async function serveCommand(argv: string[]): Promise<number> {
-  const opts = parseServeArgs(argv);
-  const log = createLogger(opts.logLevel);
+/** serveCommand runs the daemon until SIGTERM/SIGINT stops it. */
+export async function serveCommand(argv: string[], io: Io = stdio): Promise<number> {
+  const p = parseVerb(argv, {}, io);
+  if (p.positionals.length > 0) throw new InvalidArgumentError(`serve takes no arguments, got ${p.positionals.join(' ')}`);
+  const log = createLogger(p.config.logLevel);
   try {
-    await runDaemon(opts, log);
+    await runConfig(p.config, log);
     return 0;
   } catch (err) {
-    log.error({ error: (err as Error).message }, 'tsblock serve failed');
+    log.error({ error: errorMessage(err) }, 'tsblock serve failed');
     return 1;
   }
 }

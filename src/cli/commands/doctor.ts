@@ -1,0 +1,192 @@
+// `tsblock doctor`: check what tsblock needs from this machine and from its
+// configuration, and say what to fix: loop devices, device-mapper and the
+// dm-thin target, reflink support of each root's filesystem, mkfs tools,
+// each socket, the store, the thin-pool's health, free space, containerd's
+// config. Exit status 1 when something is broken.
+
+import { accessSync, closeSync, constants, existsSync, openSync, readFileSync } from 'node:fs';
+import { delimiter, join } from 'node:path';
+import { release } from 'node:os';
+import type { InstanceConfig } from '../../config/index.js';
+import { noDmMessage, openReadOnly, poolSpace, rootSpace } from '../../daemon/inspect.js';
+import { canReflink } from '../../sys/reflink.js';
+import { errorMessage } from '../../errdefs.js';
+import { CONFIG_HELP, daemonHoldsRoot, parseVerb, printJson, selectInstances, socketAnswers, stdio, table, type Io } from '../common.js';
+
+/** doctorUsage is `tsblock help doctor`. */
+export const doctorUsage = `usage: tsblock doctor [options]
+
+Checks loop devices, device-mapper (dm-thin), reflink support of each root's
+filesystem, mkfs tools, each snapshotter's socket, store and thin-pool, free
+space, and containerd's proxy_plugins entry; prints what to fix.
+
+  --containerd-config FILE   containerd config to check (default /etc/containerd/config.toml)
+${CONFIG_HELP}`;
+
+/** Check is one doctor finding. */
+export interface Check {
+  check: string;
+  status: 'ok' | 'warn' | 'fail' | 'skip';
+  detail: string;
+  fix?: string;
+}
+
+/** doctorCommand runs every check. */
+export async function doctorCommand(argv: string[], io: Io = stdio): Promise<number> {
+  const p = parseVerb(argv, { 'containerd-config': { type: 'string' } }, io);
+  const instances = selectInstances(p);
+  const checks: Check[] = [];
+  const needDm = instances.some((i) => i.backend === 'devmapper');
+  checks.push(isRoot());
+  checks.push(loopCheck());
+  checks.push(...(await dmChecks(needDm)));
+  checks.push(toolsCheck());
+  for (const inst of instances) checks.push(...(await instanceChecks(inst)));
+  checks.push(containerdCheck(instances, p.values['containerd-config'] ?? '/etc/containerd/config.toml'));
+  const failed = checks.some((c) => c.status === 'fail');
+  if (p.values.json) {
+    printJson(io, { ok: !failed, checks });
+    return failed ? 1 : 0;
+  }
+  io.out(table(['CHECK', 'STATUS', 'DETAIL'], checks.map((c) => [c.check, c.status.toUpperCase(), c.detail]), io.tty));
+  const fixes = checks.filter((c) => c.fix && c.status !== 'ok');
+  if (fixes.length > 0) io.out(`\nto fix:\n${fixes.map((c) => `  - ${c.check}: ${c.fix}`).join('\n')}\n`);
+  io.out(failed ? '\nsome checks failed\n' : '\nall required checks passed\n');
+  return failed ? 1 : 0;
+}
+
+function isRoot(): Check {
+  const root = process.getuid?.() === 0;
+  return root
+    ? { check: 'privileges', status: 'ok', detail: 'running as root' }
+    : { check: 'privileges', status: 'warn', detail: 'not root: some checks cannot run', fix: 'run "sudo tsblock doctor"' };
+}
+
+function loopCheck(): Check {
+  try {
+    closeSync(openSync('/dev/loop-control', 'r+'));
+    return { check: 'loop devices', status: 'ok', detail: '/dev/loop-control opens' };
+  } catch (err) {
+    return { check: 'loop devices', status: 'fail', detail: `/dev/loop-control: ${errorMessage(err)}`, fix: 'modprobe loop (containerd attaches blockfile images to loop devices; owned dm pools use them too)' };
+  }
+}
+
+async function dmChecks(required: boolean): Promise<Check[]> {
+  const sev = required ? 'fail' : 'skip';
+  const dm = await import('../../sys/dm.js');
+  if (!dm.dmAvailable()) {
+    return [{ check: 'device-mapper', status: sev, detail: required ? noDmMessage() : 'not available (only needed by the devmapper backend)', fix: required ? 'modprobe dm_thin_pool, or use backend = "blockfile"' : undefined }];
+  }
+  const [a, b] = dm.dmVersion();
+  const out: Check[] = [{ check: 'device-mapper', status: 'ok', detail: `ioctl interface ${a}.${b}` }];
+  const builtin = (() => {
+    try {
+      return readFileSync(`/lib/modules/${release()}/modules.builtin`, 'utf8').includes('dm-thin-pool');
+    } catch {
+      return false;
+    }
+  })();
+  const thin = existsSync('/sys/module/dm_thin_pool') || builtin;
+  out.push(thin
+    ? { check: 'dm-thin target', status: 'ok', detail: 'dm_thin_pool loaded' }
+    : { check: 'dm-thin target', status: required ? 'fail' : 'warn', detail: 'dm_thin_pool is not loaded', fix: 'modprobe dm_thin_pool (and add it to /etc/modules-load.d/)' });
+  return out;
+}
+
+function toolsCheck(): Check {
+  const need = ['mkfs.ext4', 'e2fsck', 'resize2fs', 'debugfs'];
+  const missing = need.filter((t) => !onPath(t));
+  return missing.length === 0
+    ? { check: 'filesystem tools', status: 'ok', detail: need.join(', ') }
+    : { check: 'filesystem tools', status: 'fail', detail: `missing: ${missing.join(', ')}`, fix: 'apt-get install e2fsprogs' };
+}
+
+function onPath(tool: string): boolean {
+  const dirs = (process.env.PATH ?? '').split(delimiter).concat(['/usr/sbin', '/sbin']);
+  return dirs.some((d) => {
+    try {
+      accessSync(join(d, tool), constants.X_OK);
+      return true;
+    } catch {
+      return false;
+    }
+  });
+}
+
+async function instanceChecks(inst: InstanceConfig): Promise<Check[]> {
+  const n = `[${inst.name}]`;
+  const out: Check[] = [];
+  if (!existsSync(inst.root)) {
+    out.push({ check: `${n} root`, status: 'warn', detail: `${inst.root} does not exist yet`, fix: 'start the daemon once (tsblock serve / systemctl start tsblock)' });
+    return out;
+  }
+  try {
+    const s = rootSpace(inst.root);
+    const pct = s.totalBytes === 0 ? 100 : (100 * s.freeBytes) / s.totalBytes;
+    out.push({ check: `${n} root space`, status: pct < 10 ? 'warn' : 'ok', detail: `${inst.root} on ${s.fsType}, ${pct.toFixed(0)}% free`, fix: pct < 10 ? 'free space under the root: images and pools grow into it' : undefined });
+  } catch (err) {
+    out.push({ check: `${n} root space`, status: 'fail', detail: errorMessage(err) });
+  }
+  if (inst.backend === 'blockfile') {
+    const dir = existsSync(join(inst.root, 'blockfile', 'snapshots')) ? join(inst.root, 'blockfile', 'snapshots') : inst.root;
+    let reflink = false;
+    try {
+      reflink = canReflink(dir);
+    } catch {
+      reflink = false;
+    }
+    out.push(reflink
+      ? { check: `${n} reflink`, status: 'ok', detail: `${dir} clones images in O(1) (FICLONE)` }
+      : { check: `${n} reflink`, status: 'warn', detail: `${dir} cannot reflink: every layer is a sparse copy`, fix: 'put the root on XFS (mkfs.xfs -m reflink=1) or btrfs' });
+  }
+  const held = daemonHoldsRoot(inst.root);
+  if (inst.socket.startsWith('fd://')) {
+    out.push({ check: `${n} socket`, status: held ? 'ok' : 'warn', detail: `${inst.socket} (socket-activated); daemon ${held ? 'running' : 'not running'}` });
+  } else {
+    const answers = await socketAnswers(inst.socket);
+    if (answers) out.push({ check: `${n} socket`, status: 'ok', detail: `${inst.socket} answers` });
+    else if (held) out.push({ check: `${n} socket`, status: 'fail', detail: `a daemon holds ${inst.root} but ${inst.socket} does not answer`, fix: 'check "journalctl -u tsblock"; the socket may be configured differently than the daemon was started with' });
+    else out.push({ check: `${n} socket`, status: 'warn', detail: `${inst.socket}: no daemon running`, fix: 'systemctl start tsblock (or tsblock serve)' });
+  }
+  try {
+    const store = openReadOnly(inst.root);
+    try {
+      const r = store.db.pragma('quick_check', { simple: true });
+      out.push({ check: `${n} store`, status: r === 'ok' ? 'ok' : 'fail', detail: `metadata.db quick_check: ${String(r)}`, fix: r === 'ok' ? undefined : 'restore metadata.db from backup; containerd will re-pull images' });
+    } finally {
+      store.close();
+    }
+  } catch (err) {
+    out.push({ check: `${n} store`, status: 'warn', detail: errorMessage(err) });
+  }
+  if (inst.backend === 'devmapper') {
+    try {
+      const p = await poolSpace(inst);
+      const pct = p.dataTotalBytes === 0 ? 0 : (100 * p.dataUsedBytes) / p.dataTotalBytes;
+      const mpct = p.metadataTotalBytes === 0 ? 0 : (100 * p.metadataUsedBytes) / p.metadataTotalBytes;
+      const bad = p.failed || p.needsCheck || p.mode !== 'rw';
+      out.push({
+        check: `${n} thin-pool`,
+        status: bad ? 'fail' : pct > 80 || mpct > 80 ? 'warn' : 'ok',
+        detail: `${p.pool}: mode ${p.mode}${p.needsCheck ? ', needs_check' : ''}, data ${pct.toFixed(0)}%, metadata ${mpct.toFixed(0)}%`,
+        fix: bad ? 'stop tsblock, deactivate the pool, run thin_check / thin_repair on its metadata' : pct > 80 || mpct > 80 ? 'grow the pool or remove images' : undefined,
+      });
+    } catch (err) {
+      out.push({ check: `${n} thin-pool`, status: 'fail', detail: errorMessage(err), fix: 'start the daemon (an owned pool is created at start), or "tsblock pool create"' });
+    }
+  }
+  return out;
+}
+
+function containerdCheck(instances: InstanceConfig[], path: string): Check {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch {
+    return { check: 'containerd config', status: 'warn', detail: `${path} not readable`, fix: 'add a [proxy_plugins.<name>] entry (docs/containerd.md)' };
+  }
+  const missing = instances.filter((i) => !i.socket.startsWith('fd://') && !text.includes(i.socket));
+  return missing.length === 0
+    ? { check: 'containerd config', status: 'ok', detail: `${path} names every socket` }
+    : { check: 'containerd config', status: 'warn', detail: `${path} has no proxy plugin for ${missing.map((m) => m.socket).join(', ')}`, fix: 'add [proxy_plugins.<name>] type="snapshot" address="<socket>" and restart containerd (docs/containerd.md)' };
+}

@@ -1,0 +1,76 @@
+// space is the low-space guard: before a new snapshot is made, the storage
+// under it (the filesystem under the root for blockfile, the thin-pool for
+// devmapper, via Backend.freeSpace) must keep a configured reserve free.
+// Failing a Prepare early with ResourceExhausted is far better than letting
+// a sparse image or a thin pool run dry under a running container, which
+// turns into I/O errors inside its filesystem (or a read-only pool).
+//
+// Operators set the reserve with `--min-free SIZE|PCT` (config min_free,
+// TSBLOCK_MIN_FREE); the metrics code can subscribe to `spaceEvents`.
+
+import { EventEmitter } from 'node:events';
+import { InvalidArgumentError, ResourceExhaustedError } from '../errdefs.js';
+import { parseSize, formatSize } from '../daemon/size.js';
+
+/** FreeSpace is what a backend reports about the storage new snapshots use. */
+export interface FreeSpace {
+  /** free is bytes available to tsblock (statfs f_bavail, or the pool's free data). */
+  free: number;
+  /** total is the storage's size in bytes. */
+  total: number;
+  /** what names the storage for messages ("filesystem under /var/lib/tsblock", "thin-pool X"). */
+  what: string;
+}
+
+/** MinFree is the reserve: an absolute byte count and/or a percentage of the total (the larger wins). */
+export interface MinFree {
+  bytes?: number;
+  percent?: number;
+}
+
+/** DEFAULT_MIN_FREE keeps 1% free unless configured (0 turns the guard off). */
+export const DEFAULT_MIN_FREE: MinFree = { percent: 1 };
+
+/** LowSpaceEvent is emitted on `spaceEvents` ('low-space') each time a create is refused. */
+export interface LowSpaceEvent extends FreeSpace {
+  threshold: number;
+}
+
+/** spaceEvents lets metrics count refusals: spaceEvents.on('low-space', (e: LowSpaceEvent) => …). */
+export const spaceEvents = new EventEmitter();
+
+/** parseMinFree reads "10G", "512M", "5%", "0" (off). */
+export function parseMinFree(raw: string | number, what = '--min-free'): MinFree {
+  const s = String(raw).trim();
+  const pct = /^([0-9]+(?:\.[0-9]+)?)\s*%$/.exec(s);
+  if (pct) {
+    const percent = Number(pct[1]);
+    if (!(percent >= 0 && percent < 100)) throw new InvalidArgumentError(`${what}: a percentage must be in [0, 100), got ${s}`);
+    return { percent };
+  }
+  return { bytes: parseSize(s, what) };
+}
+
+/** thresholdBytes is the reserve in bytes for a storage of `total` bytes. */
+export function thresholdBytes(min: MinFree, total: number): number {
+  return Math.max(min.bytes ?? 0, Math.ceil(((min.percent ?? 0) / 100) * total));
+}
+
+/** describeMinFree renders a reserve for the start-up log line. */
+export function describeMinFree(min: MinFree): string {
+  const parts: string[] = [];
+  if (min.bytes) parts.push(formatSize(min.bytes));
+  if (min.percent) parts.push(`${min.percent}%`);
+  return parts.length > 0 ? parts.join(' or ') : 'off';
+}
+
+/** checkSpace throws ResourceExhaustedError when `space` has less than the reserve free. */
+export function checkSpace(space: FreeSpace, min: MinFree): void {
+  const threshold = thresholdBytes(min, space.total);
+  if (threshold <= 0 || space.free >= threshold) return;
+  spaceEvents.emit('low-space', { ...space, threshold } satisfies LowSpaceEvent);
+  throw new ResourceExhaustedError(
+    `not enough free space for a new snapshot: ${space.what} has ${formatSize(space.free)} free of ${formatSize(space.total)}, ` +
+      `below the reserve of ${formatSize(threshold)} (--min-free); free space or raise the storage`,
+  );
+}

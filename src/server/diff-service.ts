@@ -1,0 +1,130 @@
+// diff-service implements containerd.services.diff.v1.Diff on tsblock's
+// socket, for containerd ≥ 2.0 `[proxy_plugins.NAME] type = "diff"`.
+//
+// What a proxy differ gets (containerd 2.x core/diff/proxy): Apply receives
+// the layer *descriptor* (digest, media type, size) and the mounts of the
+// snapshot being unpacked, never the bytes; Diff receives two mount lists
+// and must answer with the descriptor of a blob it wrote into a content
+// store. A proxy therefore needs its own access to the content:
+//   - Apply reads blobs/<alg>/<hex> from tsblock's own blob directory
+//     (<root>/blobs, filled by Diff or by hand) and then from containerd's
+//     local content store directories (contentDirs, default
+//     /var/lib/containerd/io.containerd.content.v1.content): containerd's
+//     local store keeps every namespace's blobs there, by digest.
+//   - Diff writes the layer into <root>/blobs and returns its descriptor.
+//     containerd cannot see that blob (its content metadata lives in its own
+//     bolt database), so a containerd-driven Diff (commit of a container to
+//     an image) reports the blob as missing unless the store is shared; use
+//     `tsblock diff` to export layers instead. See docs/applier.md.
+
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import { applyToMounts } from '../apply/unpack.js';
+import { exportDiff, LAYER_GZIP, LAYER_TAR } from '../apply/export.js';
+import { assertDigest } from '../apply/chain.js';
+import { errorMessage, InvalidArgumentError, NotFoundError } from '../errdefs.js';
+import { withTempMount } from '../sys/mount.js';
+import { mountFromProto, type PbMount } from './convert.js';
+import { loadProto } from './service.js';
+import { statusCode, toServiceError } from './status.js';
+
+/** DIFF_PROTO is the Diff service's file, relative to the proto/ include dir. */
+export const DIFF_PROTO = 'containerd/services/diff/v1/diff.proto';
+
+/** DEFAULT_CONTENT_DIRS are where containerd's local content store keeps blobs by default. */
+export const DEFAULT_CONTENT_DIRS = ['/var/lib/containerd/io.containerd.content.v1.content'];
+
+/** DiffServiceOptions configure the Diff service. */
+export interface DiffServiceOptions {
+  /** blobDir holds blobs/<alg>/<hex> written by Diff and searched first by Apply (e.g. <root>/blobs parent). */
+  blobDir: string;
+  /** contentDirs are extra content-store roots (each with blobs/<alg>/<hex>) Apply reads from. */
+  contentDirs?: string[];
+  /** mountParent is where temporary mount points are made. */
+  mountParent?: string;
+}
+
+/** diffClientConstructor is the generated client class for the Diff service (tests, CLI). */
+export function diffClientConstructor(): grpc.ServiceClientConstructor {
+  const pkg = loadProto(DIFF_PROTO) as any;
+  return pkg.containerd.services.diff.v1.Diff as grpc.ServiceClientConstructor;
+}
+
+/** loadDiffService returns containerd.services.diff.v1.Diff for server.addService. */
+export function loadDiffService(): grpc.ServiceDefinition {
+  return diffClientConstructor().service;
+}
+
+/** findBlob returns the path of digest in the first directory holding it. */
+export function findBlob(dirs: string[], digest: string): string {
+  assertDigest(digest, 'layer digest');
+  const [alg, hex] = digest.split(':') as [string, string];
+  for (const d of dirs) {
+    const p = path.join(d, 'blobs', alg, hex);
+    if (fs.existsSync(p)) return p;
+  }
+  throw new NotFoundError(`content ${digest}: not found in ${dirs.join(', ')} (a proxy differ reads blobs from disk; see docs/applier.md)`);
+}
+
+type Request = Record<string, any>;
+
+/** diffHandlers implements Apply and Diff; log receives one line per failure. */
+export function diffHandlers(o: DiffServiceOptions, log: (line: object) => void): grpc.UntypedServiceImplementation {
+  const dirs = [o.blobDir, ...(o.contentDirs ?? DEFAULT_CONTENT_DIRS)];
+  const unary = (rpc: string, fn: (req: Request) => Promise<object>) =>
+    (call: grpc.ServerUnaryCall<Request, object>, callback: grpc.sendUnaryData<object>): void => {
+      Promise.resolve()
+        .then(() => fn(call.request ?? {}))
+        .then(
+          (res) => callback(null, res),
+          (err: unknown) => {
+            log({ msg: `${rpc} failed`, rpc, code: grpc.status[statusCode(err)] ?? 'UNKNOWN', error: errorMessage(err) });
+            callback(toServiceError(err));
+          },
+        );
+    };
+  const mountsOf = (v: unknown): ReturnType<typeof mountFromProto>[] => (Array.isArray(v) ? (v as PbMount[]).map(mountFromProto) : []);
+
+  return {
+    Apply: unary('Apply', async (req) => {
+      const desc = req.diff;
+      if (!desc?.digest) throw new InvalidArgumentError('Apply: diff descriptor with a digest is required');
+      const mounts = mountsOf(req.mounts);
+      if (mounts.length === 0) throw new InvalidArgumentError('Apply: mounts are required');
+      const blob = findBlob(dirs, desc.digest);
+      const res = await applyToMounts(mounts, fs.createReadStream(blob, { highWaterMark: 1 << 20 }), {
+        mediaType: desc.media_type || undefined,
+        mountParent: o.mountParent,
+      });
+      return { applied: { media_type: LAYER_TAR, digest: res.diffId, size: res.size, annotations: {} } };
+    }),
+    Diff: unary('Diff', async (req) => {
+      const left = mountsOf(req.left);
+      const right = mountsOf(req.right);
+      if (right.length === 0) throw new InvalidArgumentError('Diff: right mounts are required');
+      const mediaType = req.media_type || LAYER_GZIP;
+      const ingest = path.join(o.blobDir, 'ingest');
+      await fsp.mkdir(ingest, { recursive: true });
+      const tmp = path.join(ingest, `diff-${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2)}`);
+      try {
+        const res = await withTempMount(
+          right,
+          (upper) =>
+            left.length === 0
+              ? exportDiff(undefined, upper, tmp, mediaType)
+              : withTempMount(left, (lower) => exportDiff(lower, upper, tmp, mediaType), { readOnly: true, parent: o.mountParent }),
+          { readOnly: true, parent: o.mountParent },
+        );
+        const final = path.join(o.blobDir, 'blobs', 'sha256', res.digest.slice('sha256:'.length));
+        await fsp.mkdir(path.dirname(final), { recursive: true });
+        await fsp.rename(tmp, final);
+        const labels: Record<string, string> = { ...(req.labels ?? {}), 'containerd.io/uncompressed': res.diffId };
+        return { diff: { media_type: res.mediaType, digest: res.digest, size: res.size, annotations: labels } };
+      } finally {
+        await fsp.rm(tmp, { force: true });
+      }
+    }),
+  };
+}

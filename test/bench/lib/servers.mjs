@@ -1,0 +1,125 @@
+// servers: start and stop the snapshotters under test as proxy servers, each
+// on its own root and socket, and measure start-up (spawn → first answered
+// RPC) and resident memory.
+
+import { connect } from 'node:net';
+import { existsSync, mkdirSync, mkdtempSync } from 'node:fs';
+import { join } from 'node:path';
+import { SnapClient } from './client.mjs';
+import { REPO, nowMs, rmrf, sleep, spawnLogged, treeRssMiB } from './util.mjs';
+
+/** refsnapshotterPath finds containerd's snapshotters served as proxies. */
+export function refsnapshotterPath() {
+  const cands = [
+    process.env.TSBLOCK_REFSNAPSHOTTER,
+    join(REPO, '..', 'shared', 'tools', 'conformance', 'bin', 'refsnapshotter'),
+    '/work/shared/tools/conformance/bin/refsnapshotter',
+    '/work/conf-bin/refsnapshotter',
+  ].filter(Boolean);
+  return cands.find((p) => existsSync(p));
+}
+
+/**
+ * targets lists what to benchmark. `dir` is the filesystem each root lives on.
+ * Peers missing on this machine come back with `skip` set to the reason.
+ */
+export function targets({ ext4Dir, xfsDir }) {
+  const ref = refsnapshotterPath();
+  const t = [
+    { id: 'tsblock-xfs', impl: 'tsblock', dir: xfsDir, skip: xfsDir ? undefined : 'no XFS scratch (mkfs.xfs or loop mount failed)' },
+    { id: 'tsblock-ext4', impl: 'tsblock', dir: ext4Dir },
+    { id: 'overlayfs', impl: 'ref', backend: 'overlayfs', dir: ext4Dir },
+    // The same filesystem as tsblock-xfs (the loop-mounted XFS): apples to apples for fsync costs.
+    { id: 'overlayfs-xfs', impl: 'ref', backend: 'overlayfs', dir: xfsDir, skip: xfsDir ? undefined : 'no XFS scratch' },
+    { id: 'native', impl: 'ref', backend: 'native', dir: ext4Dir },
+  ];
+  if (!ref) for (const x of t) if (x.impl === 'ref') x.skip ??= 'refsnapshotter not found (build ../shared/tools/conformance/build.sh or set TSBLOCK_REFSNAPSHOTTER)';
+  if (!existsSync(join(REPO, 'dist', 'cli.js'))) for (const x of t) if (x.impl === 'tsblock') x.skip = 'dist/cli.js missing: run npm run build';
+  for (const x of t) x.ref = ref;
+  return t;
+}
+
+function command(target, root, socket) {
+  if (target.impl === 'tsblock') {
+    // TSBLOCK_BENCH_CLI runs another build (e.g. a checkout of main) for before/after numbers.
+    const cli = process.env.TSBLOCK_BENCH_CLI ?? join(REPO, 'dist', 'cli.js');
+    return ['node', [cli, 'serve', '--root', root, '--socket', socket, '--log-level', 'warn']];
+  }
+  return [target.ref, ['--backend', target.backend, '--root', root, '--socket', socket]];
+}
+
+function canConnect(socket) {
+  return new Promise((resolve) => {
+    const s = connect(socket);
+    s.once('connect', () => (s.destroy(), resolve(true)));
+    s.once('error', () => resolve(false));
+  });
+}
+
+/** Server is one running snapshotter process. */
+export class Server {
+  constructor(target, workDir, logDir) {
+    this.target = target;
+    this.base = mkdtempSync(join(target.dir, `tsbench-${target.id}-`));
+    this.root = join(this.base, 'root');
+    this.socket = join(workDir, `${target.id}.sock`);
+    this.log = join(logDir, `${target.id}.log`);
+  }
+
+  /** start launches the process and resolves with the start-up time in ms. */
+  async start() {
+    mkdirSync(this.root, { recursive: true });
+    rmrf(this.socket);
+    const [cmd, args] = command(this.target, this.root, this.socket);
+    const t0 = nowMs();
+    this.proc = spawnLogged(cmd, args, this.log);
+    this.exited = new Promise((r) => this.proc.once('exit', (code, sig) => r({ code, sig })));
+    for (;;) {
+      if (this.proc.exitCode !== null) throw new Error(`${this.target.id} exited during start-up (see ${this.log})`);
+      if (existsSync(this.socket) && (await canConnect(this.socket))) break;
+      if (nowMs() - t0 > 120000) throw new Error(`${this.target.id} did not listen within 120 s`);
+      await sleep(2);
+    }
+    this.client?.close();
+    this.client = new SnapClient(this.socket);
+    await this.client.stat('tsbench-startup-probe').catch(() => {});
+    return nowMs() - t0;
+  }
+
+  /** newClient opens another connection (for concurrency runs). */
+  newClient() {
+    return new SnapClient(this.socket);
+  }
+
+  rssMiB() {
+    return treeRssMiB(this.proc.pid);
+  }
+
+  /** stop sends SIGTERM (SIGKILL after 20 s) and waits for the exit. */
+  async stop() {
+    this.client?.close();
+    this.client = undefined;
+    if (!this.proc || this.proc.exitCode !== null || this.proc.signalCode !== null) return;
+    try {
+      process.kill(-this.proc.pid, 'SIGTERM');
+    } catch {
+      /* already gone */
+    }
+    const t = setTimeout(() => {
+      try {
+        process.kill(-this.proc.pid, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+    }, 20000);
+    await this.exited;
+    clearTimeout(t);
+  }
+
+  /** destroy stops the server and removes its root. */
+  async destroy() {
+    await this.stop();
+    rmrf(this.base);
+    rmrf(this.socket);
+  }
+}

@@ -1,0 +1,122 @@
+// containerd starts a private containerd 1.6 (own root, state, sockets,
+// config; CRI off) with tsblock as a proxy snapshotter, for the tests that
+// compare tsblock's applier with containerd's and check that containerd
+// reuses chains `tsblock import` seeded. Also used by test/bench/apply.mjs's
+// logic (mirrored there in plain JS).
+
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { execa } from 'execa';
+
+/** containerdMissing explains why containerd-based tests cannot run (undefined when they can). */
+export function containerdMissing(): string | undefined {
+  for (const bin of ['/usr/bin/containerd', '/usr/bin/ctr', '/usr/sbin/runc']) if (!fs.existsSync(bin)) return `${bin} is not installed`;
+  if (process.getuid?.() !== 0) return 'needs root';
+  return undefined;
+}
+
+/** Containerd is a running private containerd. */
+export interface Containerd {
+  address: string;
+  root: string;
+  ctr(args: string[], timeoutMs?: number): Promise<string>;
+  stop(): Promise<void>;
+}
+
+/** startContainerd writes a config under work and starts containerd with the given proxy snapshotters. */
+export async function startContainerd(work: string, proxies: Record<string, string>): Promise<Containerd> {
+  const root = path.join(work, 'containerd', 'root');
+  const state = path.join(work, 'containerd', 'state');
+  const address = path.join(work, 'containerd.sock');
+  const lines = [
+    'version = 2',
+    `root = "${root}"`,
+    `state = "${state}"`,
+    'disabled_plugins = ["io.containerd.grpc.v1.cri"]',
+    '[grpc]',
+    `  address = "${address}"`,
+    '[ttrpc]',
+    `  address = "${address}.ttrpc"`,
+    // Fewer background GC runs (explicit `--sync` removals still collect):
+    // snapshots `ctr snapshots view` makes carry no lease.
+    '[plugins."io.containerd.gc.v1.scheduler"]',
+    '  mutation_threshold = 1000000',
+    '  deletion_threshold = 0',
+    '[proxy_plugins]',
+    ...Object.entries(proxies).flatMap(([name, sock]) => [`  [proxy_plugins.${name}]`, '    type = "snapshot"', `    address = "${sock}"`]),
+  ];
+  fs.mkdirSync(path.join(work, 'containerd'), { recursive: true });
+  const cfg = path.join(work, 'containerd', 'config.toml');
+  fs.writeFileSync(cfg, lines.join('\n') + '\n');
+  const log = fs.openSync(path.join(work, 'containerd', 'containerd.log'), 'a');
+  const proc: ChildProcess = spawn('/usr/bin/containerd', ['--config', cfg], { stdio: ['ignore', log, log], detached: false });
+  fs.closeSync(log);
+  const exited = new Promise<void>((r) => proc.once('exit', () => r()));
+  const ctr = async (args: string[], timeoutMs = 300_000): Promise<string> => {
+    const r = await execa('/usr/bin/ctr', ['--address', address, '--namespace', 'tsblocktest', ...args], { timeout: timeoutMs, env: { TMPDIR: work } });
+    return r.stdout;
+  };
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    if (proc.exitCode !== null) throw new Error(`containerd exited: ${fs.readFileSync(path.join(work, 'containerd', 'containerd.log'), 'utf8').slice(-2000)}`);
+    if (fs.existsSync(address)) {
+      try {
+        await ctr(['version'], 5000);
+        break;
+      } catch {
+        // not ready yet
+      }
+    }
+    if (Date.now() > deadline) {
+      proc.kill('SIGKILL');
+      throw new Error('containerd did not come up in 30 s');
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return {
+    address,
+    root,
+    ctr,
+    async stop() {
+      if (proc.exitCode === null) {
+        proc.kill('SIGTERM');
+        const t = setTimeout(() => proc.kill('SIGKILL'), 10_000);
+        await exited;
+        clearTimeout(t);
+      }
+    },
+  };
+}
+
+/**
+ * buildPullUnpack builds test/fixtures/pullunpack (containerd's Go client
+ * pull + unpacker) in GOPATH mode against Debian's containerd sources and
+ * returns the binary, cached by source hash; undefined plus a reason when Go
+ * or the sources are missing.
+ */
+export async function buildPullUnpack(): Promise<{ bin?: string; reason?: string }> {
+  const gocode = '/usr/share/gocode';
+  if (!fs.existsSync('/usr/bin/go')) return { reason: 'go is not installed (apt-get install golang-go)' };
+  if (!fs.existsSync(`${gocode}/src/github.com/containerd/containerd/client.go`)) return { reason: 'golang-github-containerd-containerd-dev is not installed' };
+  const src = fs.readFileSync(new URL('../../fixtures/pullunpack/main.go', import.meta.url));
+  const { createHash } = await import('node:crypto');
+  const tag = createHash('sha256').update(src).digest('hex').slice(0, 12);
+  const base = `/var/tmp/tsblock-pullunpack-${tag}`;
+  const bin = path.join(base, 'pullunpack');
+  if (fs.existsSync(bin)) return { bin };
+  const pkg = path.join(base, 'gopath', 'src', 'pullunpack');
+  fs.mkdirSync(pkg, { recursive: true });
+  fs.writeFileSync(path.join(pkg, 'main.go'), src);
+  try {
+    await execa('/usr/bin/go', ['build', '-o', `${bin}.tmp`, '.'], {
+      cwd: pkg,
+      env: { GO111MODULE: 'off', GOPATH: `${path.join(base, 'gopath')}:${gocode}`, GOPROXY: 'off', GOFLAGS: '', CGO_ENABLED: '0', GOCACHE: path.join(base, 'cache'), HOME: base },
+      timeout: 300_000,
+    });
+    fs.renameSync(`${bin}.tmp`, bin);
+  } catch (err) {
+    return { reason: `building pullunpack failed: ${(err as Error).message.slice(0, 300)}` };
+  }
+  return { bin };
+}
