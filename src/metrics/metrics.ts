@@ -5,6 +5,7 @@
 // per-snapshot usage, root and pool space).
 
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { spaceEvents, type LowSpaceEvent } from '../core/space.js';
 import type { MetaStore } from '../storage/metastore.js';
 import type { InstanceConfig } from '../config/types.js';
 import { listEntries, poolSpace, rootSpace } from '../daemon/inspect.js';
@@ -26,6 +27,7 @@ export class TsblockMetrics {
   readonly rpcDuration: Histogram<'snapshotter' | 'method' | 'code'>;
   readonly rpcErrors: Counter<'snapshotter' | 'method' | 'code'>;
   private readonly targets: MetricsTarget[] = [];
+  private readonly onLowSpace: (e: LowSpaceEvent) => void;
 
   constructor(opts: { processMetrics?: boolean } = {}) {
     const registers = [this.registry];
@@ -42,6 +44,15 @@ export class TsblockMetrics {
       labelNames: ['snapshotter', 'method', 'code'],
       registers,
     });
+    // The core's space guard emits one event per refused create (core/space.ts).
+    const lowSpace = new Counter({
+      name: 'tsblock_low_space_refusals_total',
+      help: 'Snapshot creations refused because free space was below --min-free, by storage.',
+      labelNames: ['storage'],
+      registers,
+    });
+    this.onLowSpace = (e: LowSpaceEvent) => lowSpace.inc({ storage: e.what });
+    spaceEvents.on('low-space', this.onLowSpace);
     const targets = this.targets;
     new Gauge({
       name: 'tsblock_snapshots',
@@ -126,6 +137,11 @@ export class TsblockMetrics {
   /** addTarget makes an instance's state visible to the gauges. */
   addTarget(t: MetricsTarget): void {
     this.targets.push(t);
+  }
+
+  /** dispose stops listening to the core's space events. */
+  dispose(): void {
+    spaceEvents.off('low-space', this.onLowSpace);
   }
 
   /** removeTarget stops reading an instance (its store is about to close). */

@@ -4,6 +4,7 @@
 // filling its own volume gets ENOSPC inside that volume only: other
 // snapshots, the server and the root stay healthy.
 
+import { createServer, type AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { closeSync, mkdirSync, mkdtempSync, openSync, rmSync, rmdirSync, writeFileSync, writeSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
@@ -64,7 +65,13 @@ describe.skipIf(reason)(`space on a real server${reason ? ` (skipped: ${reason})
     cleanups.push(() => releaseMount(h));
     const socket = join(dir, 's.sock');
     const log = join(dir, 'serve.log');
-    const { proc, state } = await ServerProc.start({ root: join(fsdir, 'root'), socket, log, args: ['--min-free', '40%', '--log-level', 'info'] });
+    const port = await freePort();
+    const { proc, state } = await ServerProc.start({
+      root: join(fsdir, 'root'),
+      socket,
+      log,
+      args: ['--min-free', '40%', '--log-level', 'info', '--metrics-address', `127.0.0.1:${port}`],
+    });
     cleanups.push(() => void proc.kill9());
     expect(state, tail(log)).toBe('up');
     expect(tail(log, 200)).toMatch(/"minFree":"40%".*"msg":"low-space guard"/);
@@ -81,6 +88,9 @@ describe.skipIf(reason)(`space on a real server${reason ? ` (skipped: ${reason})
     expect(f.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
     expect(f.details).toMatch(/not enough free space for a new snapshot: the filesystem under .* free of .* below the reserve/);
     expect(await failure(c.stat('refused'))).toMatchObject({ code: grpc.status.NOT_FOUND }); // nothing half-made
+    // The refusal is counted for Prometheus.
+    const scrape = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    expect(scrape).toMatch(/^tsblock_low_space_refusals_total\{storage="[^"]+"\} 1$/m);
     // Reads and removals still work while space is low.
     expect((await c.list()).map((i) => i.name)).toEqual(['ok-1']);
     await c.remove('ok-1');
@@ -141,3 +151,12 @@ describe.skipIf(reason)(`space on a real server${reason ? ` (skipped: ${reason})
     recordFigures('enospc', { filledBytes: written, neighbourWritable: true });
   }, 120_000);
 });
+
+/** freePort asks the kernel for an unused TCP port on loopback. */
+async function freePort(): Promise<number> {
+  const srv = createServer();
+  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
+  const port = (srv.address() as AddressInfo).port;
+  await new Promise<void>((resolve) => srv.close(() => resolve()));
+  return port;
+}
