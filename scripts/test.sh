@@ -121,7 +121,16 @@ fi
 
 if want vm; then
   if [ -x vm-tests/run-in-vm.sh ]; then
-    vm-tests/run-in-vm.sh --timeout 2400 -- vm-tests/run.sh 2>&1 | tee "$OUT/vm.log"
+    # the guest sees the host's / read-only: hand it the shared tools when present
+    VM_ENV=()
+    if [ -x "$SHARED/tools/conformance/build.sh" ]; then
+      CONF_BIN=$OUT/conformance-bin
+      [ -x "$CONF_BIN/snapshotter-conformance" ] || "$SHARED/tools/conformance/build.sh" "$CONF_BIN" >"$OUT/conformance-build.log" 2>&1 || cat "$OUT/conformance-build.log"
+      [ -x "$CONF_BIN/snapshotter-conformance" ] && VM_ENV+=(TSBLOCK_CONFORMANCE="$CONF_BIN/snapshotter-conformance")
+    fi
+    [ -x "$SHARED/tools/e2e/e2e.sh" ] && VM_ENV+=(TSBLOCK_E2E="$(readlink -f "$SHARED/tools/e2e/e2e.sh")")
+    [ "$QUICK" = 1 ] && VM_ENV+=(TSBLOCK_E2E_LAYERS=20)
+    env "${VM_ENV[@]}" vm-tests/run-in-vm.sh --timeout 2400 -- vm-tests/run.sh 2>&1 | tee "$OUT/vm.log"
     read -r p f s < <(counts_from_last_line "$OUT/vm.log"); record "vm (devmapper)" "$p" "$f" "$s"
   else
     echo "SKIP vm: vm-tests/run-in-vm.sh missing"

@@ -22,12 +22,14 @@ import { Kind, type Usage } from '../../snapshots/snapshotter.js';
 import type { Mount } from '../../snapshots/mount.js';
 import type { MetaStore, Tx } from '../../storage/metastore.js';
 import type { CoreLogger } from '../../core/snapshotter.js';
-import { activate, deviceInfo, devicePath, discardDevice, listDevices, removeDevice, suspend, resume } from '../../sys/dm.js';
-import { createSnap, createThin, deleteThin, thinStatus, thinTable } from '../../sys/dm-thin.js';
+import { activate, deviceInfo, devicePath, discardDevice, listDevices, removeDevice, status, suspend, resume } from '../../sys/dm.js';
+import { createSnap, createThin, deleteThin, parsePoolStatus, thinStatus, thinTable } from '../../sys/dm-thin.js';
+import type { FreeSpace } from '../../core/space.js';
 import { makeExt4, runTool } from '../../sys/exec.js';
 import { readExt4Usage } from '../../sys/fsinfo.js';
 import { AlreadyExistsError, FailedPreconditionError, InternalError, NotFoundError, UnavailableError, errorMessage } from '../../errdefs.js';
 import { poolNameOf, validate, type DevmapperConfig } from './config.js';
+import { crashPoint } from './crashpoint.js';
 import { closeOwnedPool, openPool, type PoolHandle } from './pool.js';
 import {
   BASE_SNAPSHOT_ID,
@@ -88,17 +90,19 @@ export class DevmapperBackend implements Backend {
     const readOnly = snap.kind === Kind.View;
     const size = readOnly ? origin.size : Math.max(origin.size, snap.sizeBytes ?? 0);
     const row = await this.makeDevice(snap.id, size, readOnly, (thinId) => this.snapshotThin(thinId, origin));
+    crashPoint('create:after-thin');
     if (size > origin.size) {
       // The new device is bigger than its origin: grow the filesystem to fill it.
-      this.activateRow(row);
+      await this.activateRow(row);
       await runTool('resize2fs', ['-f', devicePath(this.deviceName(snap.id))]);
+      crashPoint('create:after-activate');
     }
     this.store.write((tx) => setState(tx, snap.id, 'ready'));
   }
 
   async mounts(snap: BackendSnapshot): Promise<Mount[]> {
     const row = this.readyRow(snap.id);
-    this.activateRow(row);
+    await this.activateRow(row);
     const options = row.readOnly ? ['ro', 'noload'] : ['rw'];
     return [{ type: this.cfg.fsType, source: devicePath(this.deviceName(snap.id)), options: [...options, ...this.cfg.mountOptions] }];
   }
@@ -106,8 +110,9 @@ export class DevmapperBackend implements Backend {
   async commit(snap: BackendSnapshot): Promise<Usage> {
     const row = this.readyRow(snap.id);
     const name = this.deviceName(snap.id);
-    this.activateRow(row);
+    await this.activateRow(row);
     const measured = this.measure(name);
+    crashPoint('commit:before-deactivate');
     // Deactivate: a committed device is never written again, and an inactive
     // origin needs no suspend when children are snapshotted from it. A
     // caller may still hold it mounted (containerd's own test suite commits
@@ -120,6 +125,7 @@ export class DevmapperBackend implements Backend {
       this.log('debug', 'committed device still in use; left active', { device: name });
     }
     this.store.write((tx) => setMapped(tx, snap.id, measured.mapped, measured.inodes));
+    crashPoint('commit:after-backend');
     return this.diff(measured, snap);
   }
 
@@ -128,7 +134,7 @@ export class DevmapperBackend implements Backend {
     if (row.mappedBytes !== null && row.inodes !== null) {
       return this.diff({ mapped: row.mappedBytes, inodes: row.inodes }, snap);
     }
-    this.activateRow(row);
+    await this.activateRow(row);
     return this.diff(this.measure(this.deviceName(snap.id)), snap);
   }
 
@@ -180,6 +186,23 @@ export class DevmapperBackend implements Backend {
    * auto-clear. Devices a container or VM still holds answer EBUSY and stay,
    * and so does the pool under them. An operator's pool is left alone.
    */
+  /**
+   * freeSpace is the pool's unallocated data space: the core refuses new
+   * snapshots below --min-free so a full pool fails Prepare early rather than
+   * a container's writes. The block size comes from the live table, so a
+   * shared pool made by someone else is measured right too.
+   */
+  freeSpace(): FreeSpace {
+    const t = status(this.poolName).find((x) => x.type === 'thin-pool');
+    if (!t) throw new InternalError(`device ${this.poolName} has no thin-pool target`);
+    const st = parsePoolStatus(t.params);
+    const total = t.length * 512;
+    const blockBytes = st.totalDataBlocks > 0 ? total / st.totalDataBlocks : 0;
+    const full = st.mode !== 'rw' || st.failed || st.usedMetadataBlocks >= st.totalMetadataBlocks;
+    const free = full ? 0 : (st.totalDataBlocks - st.usedDataBlocks) * blockBytes;
+    return { free, total, what: `thin-pool ${this.poolName}` };
+  }
+
   async close(): Promise<void> {
     if (!this.pool?.owned) return;
     const prefix = `${this.poolName}-`;
@@ -280,7 +303,7 @@ export class DevmapperBackend implements Backend {
   }
 
   // activateRow makes the device live with a /dev/mapper node, unless it is.
-  private activateRow(row: DeviceRow): void {
+  private async activateRow(row: DeviceRow): Promise<void> {
     const name = this.deviceName(row.snapshotId);
     const info = deviceInfo(name);
     if (info?.activeTable) {
@@ -288,8 +311,9 @@ export class DevmapperBackend implements Backend {
       return;
     }
     if (info) {
-      // A device without a table: a crash between create and load.
-      void removeDevice(name, { tries: 1 }).catch(() => {});
+      // A device without a table: a crash between create and load. It must
+      // be gone before the name can be created again.
+      await this.deactivate(name);
     }
     activate(name, [thinTable(this.poolPath, row.thinId, row.size / 512)], { readOnly: row.readOnly });
   }
@@ -314,11 +338,13 @@ export class DevmapperBackend implements Backend {
       }
     }
     await this.deactivate(name);
+    crashPoint('remove:before-delete-thin');
     try {
       deleteThin(this.poolName, row.thinId);
     } catch (err) {
       if (!(err instanceof NotFoundError)) throw err;
     }
+    crashPoint('remove:after-delete-thin');
     this.store.write((tx) => deleteDevice(tx, row.snapshotId));
   }
 
@@ -356,7 +382,7 @@ export class DevmapperBackend implements Backend {
     const name = this.deviceName(BASE_SNAPSHOT_ID);
     await this.deactivate(name);
     const row = await this.makeDevice(BASE_SNAPSHOT_ID, this.cfg.baseSize, false, (thinId) => createThin(this.poolName, thinId));
-    this.activateRow(row);
+    await this.activateRow(row);
     try {
       await makeExt4(devicePath(name), { noLostFound: true, rootMode: 0o755 });
       const m = this.measure(name);

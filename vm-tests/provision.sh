@@ -1,0 +1,117 @@
+#!/bin/bash
+# provision.sh: make a Debian 12 machine (a Vagrant box, a cloud VM, a CI
+# runner with device-mapper) ready to run tsblock's device-mapper tests:
+#
+#   sudo vm-tests/provision.sh [--checkout DIR] [--shared DIR] [--no-build] [--dry-run]
+#   sudo vm-tests/run.sh                       # then, from the checkout
+#
+# Idempotent; every step is skipped when already done:
+#   1. Debian packages: containerd, runc, dmsetup, thin-provisioning-tools,
+#      e2fsprogs, xfsprogs, busybox-static, python3 (e2e images), build tools
+#      (better-sqlite3's node-gyp fallback), and, for the project's own qemu
+#      runner, qemu-system-x86 + linux-image-amd64 + cpio/kmod/xz-utils.
+#   2. Node.js >= 20 (Debian 12 ships 18): the official linux tarball from
+#      nodejs.org (NODE_VERSION, default 20.18.1), checked against its
+#      SHASUMS256.txt, unpacked to /usr/local.
+#   3. dm_thin_pool and loop modules loaded (and listed in /etc/modules).
+#   4. In the checkout: npm ci (unless node_modules loads), npm run build.
+#   5. With --shared DIR (a copy of the test tools: tools/conformance,
+#      tools/e2e), the conformance binary is built to DIR/tools/conformance/bin
+#      and the variables run.sh reads are written to /etc/profile.d/tsblock-vm.sh.
+# --dry-run prints what would be done and changes nothing.
+set -euo pipefail
+HERE=$(cd "$(dirname "$(readlink -f "$0")")" && pwd)
+CHECKOUT=$(dirname "$HERE")
+SHARED=""
+BUILD=1
+DRY=0
+NODE_VERSION=${NODE_VERSION:-20.18.1}
+while [ $# -gt 0 ]; do
+  case $1 in
+    --checkout) CHECKOUT=$2; shift 2 ;;
+    --shared) SHARED=$2; shift 2 ;;
+    --no-build) BUILD=0; shift ;;
+    --dry-run) DRY=1; shift ;;
+    -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "provision.sh: unknown option $1" >&2; exit 2 ;;
+  esac
+done
+[ "$(id -u)" = 0 ] || { echo "provision.sh: run as root" >&2; exit 2; }
+say() { echo "provision: $*"; }
+run() { if [ "$DRY" = 1 ]; then echo "  would run: $*"; else "$@"; fi; }
+
+# 1. packages
+pkgs=(ca-certificates curl xz-utils e2fsprogs xfsprogs util-linux dmsetup thin-provisioning-tools
+  containerd runc busybox-static python3 build-essential kmod cpio qemu-system-x86 linux-image-amd64
+  tiny-initramfs zstd)
+[ -z "$SHARED" ] || pkgs+=(golang-go golang-github-containerd-containerd-dev)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  say "apt-get install ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  run apt-get update -qq
+  run apt-get install -y -qq --no-install-recommends "${missing[@]}"
+else
+  say "Debian packages: all present"
+fi
+
+# 2. Node >= 20
+node_ok() { command -v node >/dev/null && node -e 'process.exit(+process.versions.node.split(".")[0] >= 20 ? 0 : 1)'; }
+if node_ok; then
+  say "node $(node --version): ok"
+else
+  arch=$(dpkg --print-architecture); case $arch in amd64) arch=x64 ;; arm64) arch=arm64 ;; *) echo "provision.sh: no Node tarball for $arch" >&2; exit 1 ;; esac
+  tarball=node-v$NODE_VERSION-linux-$arch.tar.xz
+  base=https://nodejs.org/dist/v$NODE_VERSION
+  say "installing Node $NODE_VERSION from $base/$tarball into /usr/local"
+  if [ "$DRY" = 0 ]; then
+    tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+    curl -fsSL -o "$tmp/$tarball" "$base/$tarball"
+    curl -fsSL -o "$tmp/SHASUMS256.txt" "$base/SHASUMS256.txt"
+    (cd "$tmp" && grep " $tarball\$" SHASUMS256.txt | sha256sum -c -)
+    tar -xJf "$tmp/$tarball" -C /usr/local --strip-components=1 --no-same-owner
+    hash -r
+    node_ok || { echo "provision.sh: node still missing after install" >&2; exit 1; }
+  fi
+fi
+
+# 3. kernel modules (a VM boot loads them from /etc/modules)
+for m in dm_thin_pool loop; do
+  if [ -d "/sys/module/$m" ]; then say "module $m: loaded"; else run modprobe "$m" || say "module $m: could not load (not this kernel?)"; fi
+  grep -qx "$m" /etc/modules 2>/dev/null || { [ "$DRY" = 1 ] || echo "$m" >> /etc/modules; }
+done
+
+# 4. the checkout
+if [ "$BUILD" = 1 ]; then
+  cd "$CHECKOUT"
+  if [ -d node_modules ] && node -e 'require("better-sqlite3")(":memory:").close(); require("ffi-rs")' 2>/dev/null; then
+    say "node_modules: ok"
+  else
+    say "npm ci in $CHECKOUT"
+    run npm ci --no-audit --no-fund
+  fi
+  say "npm run build"
+  run npm run build
+fi
+
+# 5. the shared test tools
+if [ -n "$SHARED" ]; then
+  conf=$SHARED/tools/conformance
+  if [ -x "$conf/bin/snapshotter-conformance" ]; then
+    say "conformance binary: present"
+  elif [ -x "$conf/build.sh" ]; then
+    say "building the conformance binary"
+    run "$conf/build.sh" "$conf/bin"
+  fi
+  if [ "$DRY" = 0 ]; then
+    {
+      echo "export TSBLOCK_CONFORMANCE=$conf/bin/snapshotter-conformance"
+      echo "export TSBLOCK_E2E=$SHARED/tools/e2e/e2e.sh"
+    } > /etc/profile.d/tsblock-vm.sh
+  fi
+  say "wrote /etc/profile.d/tsblock-vm.sh (TSBLOCK_CONFORMANCE, TSBLOCK_E2E)"
+fi
+say "done; run: cd $CHECKOUT && sudo -E vm-tests/run.sh"
