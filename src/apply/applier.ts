@@ -20,6 +20,7 @@ import { attachRawPax, toEntryMeta } from './header.js';
 import { RootResolver } from './paths.js';
 import { SparseWriter } from './sparse.js';
 import { LayerWrites } from './whiteout.js';
+import { faultPoint } from '../core/faults.js';
 
 /** ApplyOptions tune applyLayer. */
 export interface ApplyOptions {
@@ -160,6 +161,7 @@ export async function applyLayer(root: string, layer: LayerSource, opts: ApplyOp
       entries++;
       const data = entry as unknown as AsyncIterable<Buffer>;
       await writer.write(meta, data);
+      faultPoint('apply:entry');
       // Drain content a writer did not read (hardlinks or devices with data).
       for await (const _ of data) void _;
     }

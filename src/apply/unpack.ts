@@ -16,6 +16,7 @@ import { LABEL_SNAPSHOT_REF } from '../snapshots/labels.js';
 import type { Info, SnapshotOpts } from '../snapshots/snapshotter.js';
 import { Kind } from '../snapshots/snapshotter.js';
 import { withTempMount } from '../sys/mount.js';
+import { faultPoint } from '../core/faults.js';
 import { applyLayer, type ApplyOptions, type ApplyResult, type LayerSource } from './applier.js';
 
 /** UnpackTarget is the part of a Snapshotter that unpacking needs. */
@@ -39,7 +40,21 @@ export interface MountApplyOptions extends ApplyOptions {
  */
 export async function applyToMounts(mounts: Mount[], layer: LayerSource, opts: MountApplyOptions = {}): Promise<ApplyResult> {
   const { mountParent, ...applyOpts } = opts;
-  return withTempMount(mounts, (dir) => applyLayer(dir, layer, applyOpts), { parent: mountParent });
+  // Fault points (src/core/faults.ts): the crash tests kill the server with
+  // the snapshot mounted, between two entries (apply:entry, in the applier),
+  // after the last entry and after the unmount.
+  const res = await withTempMount(
+    mounts,
+    async (dir) => {
+      faultPoint('apply:after-mount');
+      const applied = await applyLayer(dir, layer, applyOpts);
+      faultPoint('apply:after-apply');
+      return applied;
+    },
+    { parent: mountParent },
+  );
+  faultPoint('apply:after-unmount');
+  return res;
 }
 
 /** UnpackLayerSpec describes one layer to unpack on top of parent. */
@@ -82,8 +97,10 @@ export async function unpackLayer(sn: UnpackTarget, spec: UnpackLayerSpec, opts:
     if (isAlreadyExists(err)) return { skipped: true };
     throw err;
   }
+  faultPoint('unpack:after-prepare');
   try {
     const applied = await applyToMounts(mounts, await spec.open(), { ...opts, expectedDiffId: spec.diffId, mediaType: spec.mediaType });
+    faultPoint('unpack:before-commit');
     try {
       await sn.commit(spec.chainId, key, { labels });
     } catch (err) {

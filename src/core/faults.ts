@@ -40,6 +40,16 @@ export const FAULT_POINTS = [
   'blockfile:detach:after-rename',
   'blockfile:destroy:after-unlink',
   'blockfile:cleanup:after-rm',
+  'apply:after-mount',
+  'apply:entry',
+  'apply:after-apply',
+  'apply:after-unmount',
+  'unpack:after-prepare',
+  'unpack:before-commit',
+  'devmapper:pool:after-files',
+  'devmapper:pool:after-activate',
+  'devmapper:base:after-thin',
+  'devmapper:base:after-mkfs',
 ] as const;
 
 /** FaultPointName is a declared point (devmapper declares its own names too). */

@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import type { Server as NetServer } from 'node:net';
 import type { Logger } from 'pino';
 import { openSnapshotter } from './open.js';
+import { sweepTempMounts } from './temp-mounts.js';
 import { coreLogger } from './log.js';
 import { isFdAddress, listenOnFd, resolveFd, type PassedFd } from './activation.js';
 import type { BackendSettings } from '../backends/registry.js';
@@ -52,13 +53,16 @@ export async function startDaemon(opts: ServeOptions, log: Logger, extras: Daemo
   const name = opts.name ?? 'tsblock';
   const ilog = log.child({ snapshotter: name });
   const opened = await openSnapshotter(opts, coreLogger(ilog));
+  // Apply/Diff mount snapshots under <root>/mnt; a crash mid-apply left them mounted.
+  const temp = sweepTempMounts(opts.root);
+  if (temp.released.length > 0) ilog.warn({ released: temp.released }, 'unmounted temporary mounts a previous run left');
   const server = new grpc.Server({ 'grpc.max_receive_message_length': 16 * 1024 * 1024 });
   const handlers = snapshotsHandlers(opened.snapshotter, (rec) => ilog.warn(rec, 'rpc failed'));
   server.addService(loadSnapshotsService(), instrumentHandlers(handlers, name, extras.metrics, ilog));
   // containerd.services.diff.v1.Diff for containerd ≥ 2 proxy differs (docs/applier.md).
   server.addService(
     loadDiffService(),
-    instrumentHandlers(diffHandlers({ blobDir: join(opts.root, 'content') }, (rec) => ilog.warn(rec, 'diff rpc failed')), name, extras.metrics, ilog),
+    instrumentHandlers(diffHandlers({ blobDir: join(opts.root, 'content'), mountParent: temp.dir }, (rec) => ilog.warn(rec, 'diff rpc failed')), name, extras.metrics, ilog),
   );
   const activated = isFdAddress(opts.socket);
   let acceptor: NetServer | undefined;

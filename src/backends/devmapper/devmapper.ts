@@ -30,6 +30,7 @@ import { readExt4Usage } from '../../sys/fsinfo.js';
 import { AlreadyExistsError, FailedPreconditionError, InternalError, NotFoundError, UnavailableError, errorMessage } from '../../errdefs.js';
 import { poolNameOf, validate, type DevmapperConfig } from './config.js';
 import { crashPoint } from './crashpoint.js';
+import { faultPoint } from '../../core/faults.js';
 import { closeOwnedPool, openPool, type PoolHandle } from './pool.js';
 import {
   BASE_SNAPSHOT_ID,
@@ -382,9 +383,11 @@ export class DevmapperBackend implements Backend {
     const name = this.deviceName(BASE_SNAPSHOT_ID);
     await this.deactivate(name);
     const row = await this.makeDevice(BASE_SNAPSHOT_ID, this.cfg.baseSize, false, (thinId) => createThin(this.poolName, thinId));
+    faultPoint('devmapper:base:after-thin');
     await this.activateRow(row);
     try {
       await makeExt4(devicePath(name), { noLostFound: true, rootMode: 0o755 });
+      faultPoint('devmapper:base:after-mkfs');
       const m = this.measure(name);
       await removeDevice(name);
       this.store.write((tx) => {

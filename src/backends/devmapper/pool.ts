@@ -16,6 +16,7 @@ import { poolStatus, thinPoolTable, type PoolStatus } from '../../sys/dm-thin.js
 import { attachLoop, findLoopsFor, releaseLoop, type LoopDevice } from '../../sys/loop.js';
 import { NotFoundError, UnavailableError } from '../../errdefs.js';
 import { poolNameOf, type DevmapperConfig } from './config.js';
+import { faultPoint } from '../../core/faults.js';
 
 /** PoolHandle is a running thin-pool. */
 export interface PoolHandle {
@@ -88,6 +89,7 @@ function createOwnedPool(cfg: DevmapperConfig, name: string): PoolHandle {
   } else if (!fs.existsSync(dataFile)) {
     throw new UnavailableError(`thin-pool metadata ${metaFile} exists but its data file ${dataFile} is missing`);
   }
+  faultPoint('devmapper:pool:after-files');
   const blockBytes = cfg.blockSizeSectors * 512;
   const dataBytes = Math.floor(fs.statSync(dataFile).size / blockBytes) * blockBytes;
   const dataBlocks = dataBytes / blockBytes;
@@ -102,6 +104,7 @@ function createOwnedPool(cfg: DevmapperConfig, name: string): PoolHandle {
     // The pool now holds the loops; with autoclear they go when it goes.
     for (const l of held) releaseLoop(l);
   }
+  faultPoint('devmapper:pool:after-activate');
   try {
     checkPool(name);
   } catch (err) {

@@ -122,7 +122,7 @@ describe.skipIf(reason)(`bad input and fuzzing over gRPC${reason ? ` (skipped: $
     const model = new Model();
     for (const i of await c.list()) model.snaps.set(i.name, { kind: i.kind as 1 | 2 | 3, parent: i.parent, labels: i.labels, markers: [] });
     const names = () => (rng.chance(0.15) ? ['nope', '', 'a\0b', 'x/../y'] : [...model.keys(), `fz-${rng.int(40)}`]);
-    const labelSets = [{}, { a: '1' }, { 'containerd.io/gc.root': 'x' }, { big: 'y'.repeat(5000) }, { '': 'e' }];
+    const labelSets: Record<string, string>[] = [{}, { a: '1' }, { 'containerd.io/gc.root': 'x' }, { big: 'y'.repeat(5000) }, { '': 'e' }];
     const counts: Record<string, number> = {};
     let requests = 0;
     for (let i = 0; i < FUZZ; i++) {
@@ -130,7 +130,7 @@ describe.skipIf(reason)(`bad input and fuzzing over gRPC${reason ? ` (skipped: $
       const other = rng.pick(names())!;
       const labels = rng.chance(0.1) ? rng.pick(labelSets)! : rng.pick(labelSets.slice(0, 3))!;
       const badKey = (k: string) => k === '' || k.includes('\0') || k.split('/').includes('..');
-      const badLabels = Object.keys(labels).some((k) => k === '' || k.length + labels[k as keyof typeof labels].length > 4096);
+      const badLabels = Object.keys(labels).some((k) => k === '' || k.length + (labels[k] ?? '').length > 4096);
       let want: number;
       let p: Promise<unknown>;
       let desc: string;

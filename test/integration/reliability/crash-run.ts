@@ -23,6 +23,7 @@ import { KIND_ACTIVE, KIND_COMMITTED, KIND_VIEW, TestClient, isRpcError, type Mo
 import { Model, Rng } from '../../helpers/model.js';
 import { leaksUnder } from '../../helpers/leaks.js';
 import { ServerProc, tail } from './server.js';
+import { DiffClient, LAYER_FILES, storeLayer } from './layer.js';
 
 /** CrashFigures is what a campaign reports. */
 export interface CrashFigures {
@@ -31,6 +32,8 @@ export interface CrashFigures {
   byPoint: Record<string, number>;
   startupKills: number;
   idleKills?: number;
+  /** applyKills are kills inside the Diff service's Apply (apply:*). */
+  applyKills?: number;
   requests: number;
   uncertain: number;
   checks: number;
@@ -56,6 +59,13 @@ const TARGETED = [
   'blockfile:detach:after-rename', 'core:remove:in-tx', 'core:remove:after-tx', 'blockfile:destroy:after-unlink',
   'core:remove:after-destroy', 'core:cleanup:after-backend',
 ] as const;
+
+/**
+ * APPLY_POINTS are the Diff service Apply's fault points, as armed: with the
+ * snapshot just mounted, between two tar entries (mid-apply), after the last
+ * entry with the snapshot still mounted, and after the unmount.
+ */
+const APPLY_POINTS = ['apply:after-mount', `apply:entry@${Math.ceil(LAYER_FILES / 2)}`, 'apply:after-apply', 'apply:after-unmount'] as const;
 
 type Op =
   | { op: 'prepare'; key: string; parent: string }
@@ -136,6 +146,9 @@ export async function runCrashCampaign(o: CrashOptions): Promise<CrashFigures> {
       if (last !== point) throw new Error(`armed ${point} but died at ${last}`);
     }
 
+    // Apply: a layer applied inside the server (Diff service), killed at each apply step.
+    for (const spec of APPLY_POINTS) await applyCrash(spec);
+
     let idleKills = 0;
     while (figures.kills < o.kills) {
       // A server that lived through a whole cycle is killed idle (a crash too,
@@ -201,6 +214,76 @@ export async function runCrashCampaign(o: CrashOptions): Promise<CrashFigures> {
     if (code !== expected) throw new Error(`${JSON.stringify(op)}: code ${code}, model expects ${expected}`);
     if (op.op === 'prepare' && code === status.OK) writeMarker(op.key, mounts!);
     return false;
+  }
+
+  /**
+   * applyCrash prepares an active snapshot, has the server apply a layer into
+   * it with `spec` armed, and after the kill checks: nothing committed lost,
+   * no mount or loop device left by the interrupted apply (check()), the
+   * half-applied snapshot removable, and the same apply then working.
+   */
+  async function applyCrash(spec: string): Promise<void> {
+    const point = spec.split('@')[0]!;
+    await proc!.kill9();
+    await start(false, spec);
+    await check();
+    const n = ++seq;
+    const parent = model.keys(KIND_COMMITTED).pop() ?? '';
+    const key = `a${n}`;
+    const mounts = await client!.prepare(key, parent);
+    model.create(KIND_ACTIVE, key, parent);
+    const layer = await storeLayer(root, `a${n}`);
+    figures.requests += 2;
+    const diff = new DiffClient(socket);
+    try {
+      await diff.apply(layer, mounts);
+      throw new Error(`Apply completed with ${spec} armed`);
+    } catch (err) {
+      if (!isRpcError(err)) throw err;
+    } finally {
+      diff.close();
+    }
+    await proc!.exited;
+    countKill(false);
+    figures.applyKills = (figures.applyKills ?? 0) + 1;
+    const last = traced().pop();
+    if (last !== point) throw new Error(`armed ${spec} but died at ${last}`);
+    await start(false);
+    await check();
+    // The half-applied snapshot is still there (its Prepare completed) and removable.
+    await client!.remove(key);
+    model.remove(key);
+    figures.requests++;
+    await check();
+    // The next apply of the same layer works and its commit holds every file.
+    const key2 = `a${n}b`;
+    const name = `ac${n}`;
+    const m2 = await client!.prepare(key2, parent);
+    model.create(KIND_ACTIVE, key2, parent);
+    const again = new DiffClient(socket);
+    let diffId: string;
+    try {
+      diffId = await again.apply(layer, m2);
+    } finally {
+      again.close();
+    }
+    if (diffId !== layer.digest) throw new Error(`Apply after the crash reported diffID ${diffId}, expected ${layer.digest}`);
+    await client!.commit(name, key2);
+    model.commit(name, key2);
+    const v = `av${n}`;
+    const vm = await client!.view(v, name);
+    figures.requests += 5;
+    try {
+      withMount(vm[0]!, true, (dir) => {
+        for (const [f, content] of Object.entries(layer.files)) {
+          if (readFileSync(join(dir, f), 'utf8') !== content) throw new Error(`${name}: ${f} does not hold what the layer wrote`);
+        }
+      });
+      figures.contentChecks++;
+    } finally {
+      await client!.remove(v);
+    }
+    await check();
   }
 
   /** script is the fixed request sequence of the targeted phase: it passes every request-time point. */

@@ -11,15 +11,14 @@ import { mkdtempSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { rootReason } from '../../helpers/env.js';
-import { TestClient, failure, grpc } from '../../helpers/client.js';
-import { Rng } from '../../helpers/model.js';
+import { TestClient } from '../../helpers/client.js';
 import { leaksUnder } from '../../helpers/leaks.js';
 import { cleanDir } from './crash-run.js';
 import { ServerProc, distReason, tail } from './server.js';
 import { recordFigures } from './figures.js';
+import { runLoad } from './load-run.js';
 
 const reason = rootReason ?? distReason;
-const S = grpc.status;
 const SECONDS = Number(process.env.TSBLOCK_REL_LOAD_SECONDS ?? 10);
 const CLIENTS = 32;
 
@@ -67,72 +66,7 @@ describe.skipIf(reason)(`concurrency and exclusivity${reason ? ` (skipped: ${rea
       await setup.prepare(`${p}-a`);
       await setup.commit(p, `${p}-a`);
     }
-    const until = Date.now() + SECONDS * 1000;
-    const ops: Record<string, number> = {};
-    const expectedErrors: Record<string, number> = {};
-    const unexpected: string[] = [];
-    const kept = new Set<string>(parents);
-    const count = (m: Record<string, number>, k: string) => (m[k] = (m[k] ?? 0) + 1);
-    const worker = async (w: number): Promise<void> => {
-      const c = new TestClient(socket());
-      const rng = new Rng(1000 + w);
-      let n = 0;
-      const run = async (what: string, p: () => Promise<unknown>, allowed: number[] = []): Promise<boolean> => {
-        const f = await failure(p());
-        count(ops, what);
-        if (f.code === S.OK) return true;
-        if (allowed.includes(f.code)) {
-          count(expectedErrors, `${what}:${S[f.code]}`);
-          return false;
-        }
-        unexpected.push(`client ${w} ${what}: ${S[f.code]} ${f.details}`);
-        return false;
-      };
-      try {
-        while (Date.now() < until && unexpected.length === 0) {
-          const parent = rng.pick(parents)!;
-          const key = `w${w}-${n++}`;
-          switch (rng.int(5)) {
-            case 0: // container-style: prepare on a shared parent, remove
-              if (await run('Prepare', () => c.prepare(key, parent))) await run('Remove', () => c.remove(key));
-              break;
-            case 1: // layer-style: prepare, commit, remove the committed layer
-              if (await run('Prepare', () => c.prepare(key, parent))) {
-                if (await run('Commit', () => c.commit(`${key}-c`, key))) {
-                  if (rng.chance(0.1)) kept.add(`${key}-c`);
-                  else await run('Remove', () => c.remove(`${key}-c`));
-                }
-              }
-              break;
-            case 2: // view of a shared parent
-              if (await run('View', () => c.view(key, parent))) await run('Remove', () => c.remove(key));
-              break;
-            case 3: {
-              // Two clients race for one key: exactly the loser gets AlreadyExists.
-              const shared = `race-${Math.floor(Date.now() / 50)}`;
-              if (await run('Prepare', () => c.prepare(shared, parent), [S.ALREADY_EXISTS])) {
-                await run('Remove', () => c.remove(shared), [S.NOT_FOUND]);
-              }
-              break;
-            }
-            default:
-              // Removing a shared parent must fail while it has children, or
-              // (rarely) when none is live at this instant, must not be done: we
-              // only ask it with a child of our own held.
-              if (await run('Prepare', () => c.prepare(key, parent))) {
-                await run('Remove', () => c.remove(parent), [S.FAILED_PRECONDITION]);
-                await run('Stat', () => c.stat(parent));
-                await run('Remove', () => c.remove(key));
-              }
-          }
-        }
-      } finally {
-        c.close();
-      }
-    };
-    const started = Date.now();
-    await Promise.all(Array.from({ length: CLIENTS }, (_, w) => worker(w)));
-    const elapsed = (Date.now() - started) / 1000;
+    const { elapsed, operations: total, ops, expectedErrors, unexpected, kept } = await runLoad({ socket: socket(), clients: CLIENTS, seconds: SECONDS, parents });
     expect(unexpected.slice(0, 10)).toEqual([]);
     // Consistent end state: exactly the shared parents and the kept layers, no rows
     // half-made, image files = rows, nothing mounted or attached.
@@ -144,7 +78,6 @@ describe.skipIf(reason)(`concurrency and exclusivity${reason ? ` (skipped: ${rea
     expect(rows.filter((r) => r.state !== 'ready')).toEqual([]);
     expect(readdirSync(join(root(), 'blockfile', 'snapshots')).sort()).toEqual(rows.map((r) => String(r.id)).sort());
     expect(leaksUnder(dir)).toEqual([]);
-    const total = Object.values(ops).reduce((a, b) => a + b, 0);
     recordFigures('load', { clients: CLIENTS, seconds: Math.round(elapsed), operations: total, perSecond: Math.round(total / elapsed), ops, expectedErrors, unexpectedErrors: unexpected.length, leaks: 0 });
     expect(total).toBeGreaterThan(CLIENTS * 2);
     setup.close();

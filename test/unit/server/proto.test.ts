@@ -32,7 +32,8 @@ function stripGogo(src: string): string {
 function rootOf(sources: string[]): protobuf.Root {
   const root = new protobuf.Root();
   for (const src of sources) protobuf.parse(src.replace(/^import "[^"]*";/gm, ''), root, { keepCase: true });
-  return root.resolveAll();
+  root.resolveAll();
+  return root;
 }
 
 function describeRoot(root: protobuf.Root): Record<string, unknown> {
