@@ -4,7 +4,8 @@
 #
 #   vm-tests/run.sh [vitest args...]        # from anywhere; cwd does not matter
 #
-# Stages (TSBLOCK_VM_STAGES, comma list, default vitest,conformance,e2e):
+# Stages (TSBLOCK_VM_STAGES, comma list, default vitest,conformance,e2e;
+# TSBLOCK_VM_TESTS narrows the vitest stage, e.g. test/devmapper/ops.test.ts):
 #   vitest       every test/devmapper file in ONE vitest call (a single worker:
 #                each vitest start costs ~10 s under emulation)
 #   conformance  containerd's snapshotter suite against
@@ -48,7 +49,7 @@ if want vitest; then
   step "vitest test/devmapper"
   t0=$SECONDS
   rm -f "$OUT/vitest.json"
-  node_modules/.bin/vitest run test/devmapper --pool=forks --poolOptions.forks.singleFork=true \
+  node_modules/.bin/vitest run ${TSBLOCK_VM_TESTS:-test/devmapper} --pool=forks --poolOptions.forks.singleFork=true \
     --reporter=default --reporter=json --outputFile.json="$OUT/vitest.json" "$@"
   if [ -f "$OUT/vitest.json" ]; then
     read -r p f s < <(node -e '

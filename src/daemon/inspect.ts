@@ -84,16 +84,19 @@ export function findEntry(inst: InstanceConfig, store: MetaStore, key: string): 
   return e;
 }
 
-/** storageOf names the file or device behind a row (a view reads its parent's). */
+/**
+ * storageOf names the file or device behind a row. A blockfile view reads
+ * its parent's image; a devmapper view is its own read-only thin snapshot
+ * (<pool>-snap-<view id>), like every other devmapper snapshot.
+ */
 export function storageOf(inst: InstanceConfig, row: SnapshotRow, byId: Map<number, SnapshotRow>): string {
-  const id = row.kind === Kind.View ? row.parentId : row.id;
+  void byId;
   if (inst.backend === 'blockfile') {
+    const id = row.kind === Kind.View ? row.parentId : row.id;
     const dir = join(inst.root, 'blockfile');
     return id === null ? join(dir, 'base.img') : join(dir, 'snapshots', String(id));
   }
-  const pool = devmapperPoolName(inst);
-  void byId;
-  return id === null ? `/dev/mapper/${pool}-base` : `/dev/mapper/${pool}-snap-${id}`;
+  return `/dev/mapper/${devmapperPoolName(inst)}-snap-${row.id}`;
 }
 
 /** devmapperPoolName is the thin-pool an instance uses (configured or owned). */

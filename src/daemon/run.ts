@@ -10,6 +10,7 @@ import { sdNotify } from '../sys/notify.js';
 import { TsblockMetrics } from '../metrics/metrics.js';
 import { serveMetrics, type MetricsServer } from '../metrics/http.js';
 import { errorMessage } from '../errdefs.js';
+import { tuneDaemonHeap } from './heap.js';
 import type { InstanceConfig, TsblockConfig } from '../config/types.js';
 
 /** RunningConfig is a started configuration. */
@@ -100,14 +101,27 @@ export async function startConfig(config: TsblockConfig, log: Logger, opts: RunO
 
 /** runConfig serves until SIGTERM/SIGINT. */
 export async function runConfig(config: TsblockConfig, log: Logger): Promise<void> {
-  const running = await startConfig(config, log);
+  // Handlers go in before start-up: a signal that lands while the socket is
+  // just listening (a supervisor that stops us at once) must still get the
+  // clean stop that releases an owned pool, not Node's default exit.
+  let running: RunningConfig | undefined;
+  let requested = false;
   const onSignal = (sig: NodeJS.Signals) => {
     log.info({ signal: sig }, 'signal received; leaving containers\' mounts in place');
-    void running.stop();
+    requested = true;
+    if (running) void running.stop();
   };
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
-  await running.stopped;
-  process.off('SIGTERM', onSignal);
-  process.off('SIGINT', onSignal);
+  try {
+    running = await startConfig(config, log);
+    // A process that only serves: keep the heap at the size start-up reached (heap.ts).
+    const flags = tuneDaemonHeap();
+    if (flags.length > 0) log.debug({ flags }, 'v8 heap flags set');
+    if (requested) void running.stop();
+    await running.stopped;
+  } finally {
+    process.off('SIGTERM', onSignal);
+    process.off('SIGINT', onSignal);
+  }
 }

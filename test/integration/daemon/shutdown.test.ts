@@ -3,7 +3,7 @@
 // writable after the daemon stops, and a new daemon serves the same root.
 
 import { describe, expect, it } from 'vitest';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { rootReason } from '../../helpers/env.js';
 import { leaksUnder, mountsUnder } from '../../helpers/leaks.js';
@@ -11,6 +11,8 @@ import { merge } from '../../../src/config/index.js';
 import { startConfig } from '../../../src/daemon/run.js';
 import { mountOne, releaseMount, type MountHandle } from '../../../src/sys/mount.js';
 import { Client, recordingLogger } from '../cli/helpers.js';
+import { spawn } from 'node:child_process';
+import { CLI, distReason } from '../reliability/server.js';
 
 describe.skipIf(rootReason)(`graceful shutdown${rootReason ? ` (skipped: ${rootReason})` : ''}`, () => {
   it('keeps a container\'s mount in place across a daemon stop and restart', async () => {
@@ -44,4 +46,42 @@ describe.skipIf(rootReason)(`graceful shutdown${rootReason ? ` (skipped: ${rootR
       expect(leaks).toEqual([]);
     }
   });
+
+  it.skipIf(distReason !== undefined)(`a SIGTERM that lands during start-up still stops cleanly${distReason ? ` (skipped: ${distReason})` : ''}`, async () => {
+    // A supervisor may stop us while the base image is still being made or
+    // the socket has only just appeared: the stop must be the clean one
+    // (exit 0, socket removed), not Node's default death by signal.
+    const dir = mkdtempSync('/var/tmp/tsblock-earlystop-');
+    const socket = join(dir, 's.sock');
+    try {
+      const child = spawn(process.execPath, [CLI, 'serve', '--root', join(dir, 'root'), '--socket', socket, '--base-size', '64M', '--metrics-address', ''], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let out = '';
+      let sent = false;
+      const signalled = new Promise<void>((resolve) => {
+        const onData = (b: Buffer) => {
+          out += b.toString();
+          // First line of the start-up (before the base image and the socket).
+          if (!sent && out.includes('low-space guard')) {
+            sent = true;
+            child.kill('SIGTERM');
+            resolve();
+          }
+        };
+        child.stdout!.on('data', onData);
+        child.stderr!.on('data', onData); // the log goes to one of them
+      });
+      const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
+      await signalled;
+      const res = await exited;
+      expect(res, out).toEqual({ code: 0, signal: null });
+      expect(out).toContain('signal received');
+      expect(existsSync(socket)).toBe(false);
+    } finally {
+      const leaks = leaksUnder(dir);
+      rmSync(dir, { recursive: true, force: true });
+      expect(leaks).toEqual([]);
+    }
+  }, 60_000);
 });

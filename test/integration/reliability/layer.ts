@@ -35,12 +35,30 @@ export async function storeLayer(root: string, tag: string): Promise<TestLayer> 
     files[name] = `${tag}:${i}:${'x'.repeat(1000 * i)}`;
     entries.push({ name, content: files[name], mode: 0o644 });
   }
-  const tar = await buildTar(entries);
-  const hex = createHash('sha256').update(tar).digest('hex');
+  return { ...storeBlob(root, await buildTar(entries)), files };
+}
+
+/** BlobRef names a stored blob the way a descriptor does. */
+export interface BlobRef {
+  digest: string;
+  size: number;
+}
+
+/** storeBlob writes any layer blob (tar, gzip, zstd) where the server's Apply finds it: root/content/blobs/sha256/<hex>. */
+export function storeBlob(root: string, blob: Buffer): BlobRef {
+  const hex = createHash('sha256').update(blob).digest('hex');
   const dir = join(root, 'content', 'blobs', 'sha256');
   mkdirSync(dir, { recursive: true, mode: 0o700 });
-  writeFileSync(join(dir, hex), tar, { mode: 0o600 });
-  return { digest: `sha256:${hex}`, size: tar.length, files };
+  writeFileSync(join(dir, hex), blob, { mode: 0o600 });
+  return { digest: `sha256:${hex}`, size: blob.length };
+}
+
+/** DiffDescriptor is what the Diff service's Diff answers. */
+export interface DiffDescriptor {
+  media_type: string;
+  digest: string;
+  size: number;
+  annotations: Record<string, string>;
 }
 
 /** DiffClient calls the server's containerd.services.diff.v1.Diff. */
@@ -52,12 +70,21 @@ export class DiffClient {
     this.raw = new Ctor(`unix://${socket}`, grpc.credentials.createInsecure()) as grpc.Client & Record<string, any>;
   }
 
-  /** apply applies layer onto mounts; resolves with the diffID the server computed. */
-  apply(layer: TestLayer, mounts: MountMsg[], timeoutMs = 120_000): Promise<string> {
-    const req = { diff: { media_type: LAYER_TAR_MEDIA, digest: layer.digest, size: layer.size }, mounts };
+  /** apply applies layer (of mediaType, default plain tar) onto mounts; resolves with the diffID the server computed. */
+  apply(layer: BlobRef, mounts: MountMsg[], timeoutMs = 120_000, mediaType = LAYER_TAR_MEDIA): Promise<string> {
+    const req = { diff: { media_type: mediaType, digest: layer.digest, size: layer.size }, mounts };
     return new Promise((resolve, reject) =>
       this.raw.Apply(req, { deadline: Date.now() + timeoutMs }, (err: Error | null, res: { applied: { digest: string } }) =>
         err ? reject(err) : resolve(res.applied.digest),
+      ),
+    );
+  }
+
+  /** diff writes the changes of right over left (empty: over nothing) as a layer into the server's blob dir. */
+  diff(left: MountMsg[], right: MountMsg[], mediaType: string, timeoutMs = 300_000): Promise<DiffDescriptor> {
+    return new Promise((resolve, reject) =>
+      this.raw.Diff({ left, right, media_type: mediaType }, { deadline: Date.now() + timeoutMs }, (err: Error | null, res: { diff: DiffDescriptor }) =>
+        err ? reject(err) : resolve(res.diff),
       ),
     );
   }
