@@ -48,6 +48,14 @@ function toBuffer(chunk: unknown): Buffer {
   throw new TypeError(`layer stream yielded a ${typeof chunk}, expected bytes`);
 }
 
+/**
+ * DECODE_CHUNK is the gunzip output buffer. zlib's default (16 KiB) makes a
+ * thread-pool round trip per 16 KiB of tar: ~19,000 for a 300 MB image,
+ * with the event loop idle in each. 1 MiB keeps one decoder's memory small
+ * and the round trips rare (docs/performance.md, "Applier").
+ */
+export const DECODE_CHUNK = 1 << 20;
+
 /** DecompressOptions tune decompressLayer. */
 export interface DecompressOptions {
   mediaType?: string;
@@ -103,7 +111,7 @@ export async function* decompressLayer(source: AsyncIterable<unknown>, opts: Dec
       throw err;
     }
   }
-  const decoder: Transform = kind === 'gzip' ? zlib.createGunzip() : new DecompressStream();
+  const decoder: Transform = kind === 'gzip' ? zlib.createGunzip({ chunkSize: DECODE_CHUNK }) : new DecompressStream();
   const input = Readable.from(watched(), { objectMode: false });
   pipeline(input, decoder, () => {
     // Errors surface through the iteration below.

@@ -7,15 +7,23 @@
 // their mode and times are set at the end (finish), deepest first, so that
 // writing children does not disturb the mtime and a read-only directory mode
 // does not block later entries.
+//
+// Every filesystem call here is synchronous. A layer is mostly small files,
+// and each call is a page-cache operation of a few µs on the freshly mounted
+// snapshot; through fs/promises each was a thread-pool round trip (open,
+// write, fchown, fchmod, close: five per file) that cost several times the
+// call itself and, on 2 busy cores, left the applier waiting on its own
+// thread pool (docs/performance.md, "Applier"). Content still arrives as an
+// async stream, so the event loop is never held for more than one entry's
+// metadata or one ≤ 1 MiB write.
 
-import fs from 'node:fs/promises';
-import { constants } from 'node:fs';
+import fs, { constants } from 'node:fs';
 import { InvalidArgumentError } from '../errdefs.js';
 import { isErrno } from '../../ffi/errno.js';
 import type { EntryMeta } from './header.js';
 import { cleanEntryName, joinKey, type RootResolver } from './paths.js';
 import type { SparseWriter } from './sparse.js';
-import { makeNode, setTimes, setXattr, type Timespec } from './syscalls.js';
+import { makeNode, setTimes, setTimesFd, setXattr, type Timespec } from './syscalls.js';
 import { applyWhiteout, classifyWhiteout, purgeOpaque, removeEntry, type LayerWrites } from './whiteout.js';
 
 /** WriterOptions are the per-apply switches of EntryWriter. */
@@ -84,8 +92,7 @@ export class EntryWriter {
         await this.writeDir(at, p, meta);
         break;
       case 'file':
-        await removeEntry(this.resolver, at);
-        await this.writeFile(p, meta, data);
+        await this.writeFile(at, p, meta, data);
         break;
       case 'symlink':
         await this.writeSymlink(at, p, meta);
@@ -96,36 +103,40 @@ export class EntryWriter {
       default:
         await removeEntry(this.resolver, at);
         makeNode(p, meta.type, 0o600, meta.devmajor, meta.devminor);
-        await this.applyMeta(p, meta, false);
+        this.applyMeta(p, meta, false);
     }
     this.writes.add(at);
   }
 
   private async writeDir(at: string[], p: string, meta: EntryMeta): Promise<void> {
-    let st;
-    try {
-      st = await fs.lstat(p);
-    } catch (err) {
-      if (!isErrno(err, 'ENOENT')) throw err;
-    }
+    const st = fs.lstatSync(p, { throwIfNoEntry: false });
     if (st && !st.isDirectory()) await removeEntry(this.resolver, at);
-    if (!st || !st.isDirectory()) await fs.mkdir(p, 0o700);
-    await this.chown(p, meta);
+    if (!st || !st.isDirectory()) fs.mkdirSync(p, 0o700);
+    this.chown(p, meta);
     this.setXattrs(p, meta, false);
     this.dirs.set(joinKey(at), { parts: at, mode: meta.mode, atime: meta.atime, mtime: meta.mtime });
   }
 
-  private async writeFile(p: string, meta: EntryMeta, data: AsyncIterable<Buffer>): Promise<void> {
-    const fh = await fs.open(p, CREATE_FLAGS, 0o600);
+  private async writeFile(at: string[], p: string, meta: EntryMeta, data: AsyncIterable<Buffer>): Promise<void> {
+    let fd: number;
     try {
-      if (meta.size > 0) await this.sparse.write(fh, data, meta.size, this.opts.signal);
-      if (this.opts.chown) await fh.chown(meta.uid, meta.gid);
-      this.setXattrs(p, meta, false);
-      await fh.chmod(meta.mode);
-    } finally {
-      await fh.close();
+      // Most paths are new in their layer: try the exclusive create first and
+      // replace what is there only when it fails (one syscall, not lstat+open).
+      fd = fs.openSync(p, CREATE_FLAGS, 0o600);
+    } catch (err) {
+      if (!isErrno(err, 'EEXIST')) throw err;
+      await removeEntry(this.resolver, at);
+      fd = fs.openSync(p, CREATE_FLAGS, 0o600);
     }
-    setTimes(p, meta.atime, meta.mtime);
+    try {
+      if (meta.size > 0) await this.sparse.write(fd, data, meta.size, this.opts.signal);
+      if (this.opts.chown) fs.fchownSync(fd, meta.uid, meta.gid);
+      this.setXattrs(p, meta, false);
+      fs.fchmodSync(fd, meta.mode);
+      setTimesFd(fd, p, meta.atime, meta.mtime);
+    } finally {
+      fs.closeSync(fd);
+    }
   }
 
   private async writeSymlink(at: string[], p: string, meta: EntryMeta): Promise<void> {
@@ -134,8 +145,8 @@ export class EntryWriter {
     await removeEntry(this.resolver, at);
     // The target is stored verbatim: it is data, only ever followed by
     // RootResolver, which keeps it inside the root.
-    await fs.symlink(meta.linkname, p);
-    await this.chown(p, meta);
+    fs.symlinkSync(meta.linkname, p);
+    this.chown(p, meta);
     this.setXattrs(p, meta, true);
     setTimes(p, meta.atime, meta.mtime);
   }
@@ -148,7 +159,7 @@ export class EntryWriter {
     if (!target || target.length === 0) throw bad(target ? 'target is the root directory' : 'target does not exist');
     let st;
     try {
-      st = await fs.lstat(this.resolver.abs(target));
+      st = fs.lstatSync(this.resolver.abs(target));
     } catch (err) {
       if (isErrno(err, 'ENOENT', 'ENOTDIR')) throw bad('target does not exist');
       throw err;
@@ -157,7 +168,7 @@ export class EntryWriter {
     if (joinKey(target) === joinKey(at)) return false;
     await removeEntry(this.resolver, at);
     try {
-      await fs.link(this.resolver.abs(target), p);
+      fs.linkSync(this.resolver.abs(target), p);
     } catch (err) {
       // Removing the old entry at the link path can take the target with it
       // (a directory replaced by a link to its own child).
@@ -168,22 +179,22 @@ export class EntryWriter {
     // inode, but only what differs: a chown, even to the same ids, would
     // strip setuid/setgid and security.capability the earlier entry set.
     const chown = this.opts.chown && (st.uid !== meta.uid || st.gid !== meta.gid);
-    if (chown) await fs.lchown(p, meta.uid, meta.gid);
+    if (chown) fs.lchownSync(p, meta.uid, meta.gid);
     this.setXattrs(p, meta, st.isSymbolicLink());
-    if (!st.isSymbolicLink() && (chown || (st.mode & 0o7777) !== meta.mode)) await fs.chmod(p, meta.mode);
+    if (!st.isSymbolicLink() && (chown || (st.mode & 0o7777) !== meta.mode)) fs.chmodSync(p, meta.mode);
     setTimes(p, meta.atime, meta.mtime);
     return true;
   }
 
-  private async applyMeta(p: string, meta: EntryMeta, isSymlink: boolean): Promise<void> {
-    await this.chown(p, meta);
+  private applyMeta(p: string, meta: EntryMeta, isSymlink: boolean): void {
+    this.chown(p, meta);
     this.setXattrs(p, meta, isSymlink);
-    if (!isSymlink) await fs.chmod(p, meta.mode);
+    if (!isSymlink) fs.chmodSync(p, meta.mode);
     setTimes(p, meta.atime, meta.mtime);
   }
 
-  private async chown(p: string, meta: EntryMeta): Promise<void> {
-    if (this.opts.chown) await fs.lchown(p, meta.uid, meta.gid);
+  private chown(p: string, meta: EntryMeta): void {
+    if (this.opts.chown) fs.lchownSync(p, meta.uid, meta.gid);
   }
 
   private setXattrs(p: string, meta: EntryMeta, isSymlink: boolean): void {
@@ -214,13 +225,9 @@ export class EntryWriter {
       const parent = await this.resolver.resolveDir(d.parts.slice(0, -1), false);
       if (!parent || joinKey(parent) !== joinKey(d.parts.slice(0, -1))) continue;
       const p = this.resolver.abs(d.parts);
-      try {
-        if (!(await fs.lstat(p)).isDirectory()) continue;
-      } catch (err) {
-        if (isErrno(err, 'ENOENT')) continue;
-        throw err;
-      }
-      await fs.chmod(p, d.mode);
+      const st = fs.lstatSync(p, { throwIfNoEntry: false });
+      if (!st || !st.isDirectory()) continue;
+      fs.chmodSync(p, d.mode);
       setTimes(p, d.atime, d.mtime);
     }
   }

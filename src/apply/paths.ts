@@ -13,8 +13,13 @@
 //
 // The root is a private mount of a snapshot that nobody else writes while the
 // layer is applied, so a check-then-act on a path inside it cannot race.
+//
+// The filesystem calls are synchronous on purpose (as in entries.ts): each is
+// a page-cache operation of a few µs on the freshly mounted snapshot, and a
+// thread-pool round trip per lstat cost more than the call itself
+// (docs/performance.md, "Applier"). The methods stay async for callers.
 
-import fs from 'node:fs/promises';
+import fs from 'node:fs';
 import { InvalidArgumentError } from '../errdefs.js';
 
 /** MAX_PATH_BYTES is the longest entry or link name accepted (Linux PATH_MAX). */
@@ -54,10 +59,6 @@ export function cleanEntryName(name: string, what = 'entry name'): string[] {
 /** joinKey is the canonical relative form of resolved components ("" is the root). */
 export function joinKey(parts: readonly string[]): string {
   return parts.join('/');
-}
-
-function isErr(err: unknown, code: string): boolean {
-  return typeof err === 'object' && err !== null && (err as { code?: unknown }).code === code;
 }
 
 /**
@@ -107,7 +108,7 @@ export class RootResolver {
         rest = parts.slice(-1);
       }
     }
-    const out = await this.walk(start, rest, create, key);
+    const out = this.walk(start, rest, create, key);
     if (out) this.cache.set(key, out);
     return out;
   }
@@ -123,7 +124,7 @@ export class RootResolver {
     return parent ? [...parent, parts[parts.length - 1]!] : undefined;
   }
 
-  private async walk(start: string[], rest: readonly string[], create: boolean, name: string): Promise<string[] | undefined> {
+  private walk(start: string[], rest: readonly string[], create: boolean, name: string): string[] | undefined {
     const cur = [...start];
     // pending is a stack: the next component to visit is at the end.
     const pending = [...rest].reverse();
@@ -137,13 +138,10 @@ export class RootResolver {
       }
       cur.push(c);
       const p = this.abs(cur);
-      let st;
-      try {
-        st = await fs.lstat(p);
-      } catch (err) {
-        if (!isErr(err, 'ENOENT')) throw err;
+      const st = fs.lstatSync(p, { throwIfNoEntry: false });
+      if (!st) {
         if (!create) return undefined;
-        await fs.mkdir(p, 0o755);
+        fs.mkdirSync(p, 0o755);
         this.onCreateDir([...cur]);
         continue;
       }
@@ -152,7 +150,7 @@ export class RootResolver {
         if (++hops > MAX_SYMLINK_HOPS) {
           throw new InvalidArgumentError(`malformed layer: too many levels of symbolic links resolving "${name}" inside the root`);
         }
-        const target = await fs.readlink(p);
+        const target = fs.readlinkSync(p);
         cur.pop();
         if (target.startsWith('/')) cur.length = 0; // absolute: re-rooted
         const segs = target.split('/');

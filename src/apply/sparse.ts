@@ -4,9 +4,11 @@
 // logs, VM images); on a thin volume or a sparse image file every written
 // zero costs real space, so the applier keeps them sparse like the original.
 // Content is staged through one reused buffer: never more than STAGE_BYTES
-// of a file is held in memory.
+// of a file is held in memory. Writes are synchronous pwrite(2)s into the
+// page cache of the mounted snapshot (≤ 1 MiB each, so the event loop is
+// never held for long); the chunks themselves arrive asynchronously.
 
-import type { FileHandle } from 'node:fs/promises';
+import fs from 'node:fs';
 import { InvalidArgumentError } from '../errdefs.js';
 
 /** HOLE_BLOCK is the size of an aligned all-zero block that is skipped (left as a hole). */
@@ -21,30 +23,30 @@ export class SparseWriter {
   private readonly stage = Buffer.allocUnsafe(STAGE_BYTES);
 
   /**
-   * write copies chunks (expected total `size` bytes) into fh from offset 0,
+   * write copies chunks (expected total `size` bytes) into fd from offset 0,
    * skipping aligned zero blocks, then sets the file length to size (which
    * also materialises a trailing hole). Returns the bytes actually written.
    */
-  async write(fh: FileHandle, chunks: AsyncIterable<Buffer | Uint8Array>, size: number, signal?: AbortSignal): Promise<number> {
+  async write(fd: number, chunks: AsyncIterable<Buffer | Uint8Array>, size: number, signal?: AbortSignal): Promise<number> {
     let base = 0; // file offset of stage[0]
     let fill = 0;
     let written = 0;
     let end = 0; // end offset of the last real write
-    const flush = async (len: number): Promise<void> => {
+    const flush = (len: number): void => {
       let runStart = -1;
       for (let off = 0; off < len; off += HOLE_BLOCK) {
         const blockEnd = Math.min(off + HOLE_BLOCK, len);
         const isHole = blockEnd - off === HOLE_BLOCK && this.stage.subarray(off, blockEnd).equals(ZERO_BLOCK);
         if (!isHole && runStart < 0) runStart = off;
         if (isHole && runStart >= 0) {
-          await writeAll(fh, this.stage, runStart, off - runStart, base + runStart);
+          writeAll(fd, this.stage, runStart, off - runStart, base + runStart);
           written += off - runStart;
           end = base + off;
           runStart = -1;
         }
       }
       if (runStart >= 0) {
-        await writeAll(fh, this.stage, runStart, len - runStart, base + runStart);
+        writeAll(fd, this.stage, runStart, len - runStart, base + runStart);
         written += len - runStart;
         end = base + len;
       }
@@ -58,23 +60,23 @@ export class SparseWriter {
         fill += n;
         p += n;
         if (fill === STAGE_BYTES) {
-          await flush(fill);
+          flush(fill);
           base += fill;
           fill = 0;
         }
       }
     }
-    if (fill > 0) await flush(fill);
+    if (fill > 0) flush(fill);
     const total = base + fill;
     if (total !== size) throw new InvalidArgumentError(`malformed layer: file content is ${total} bytes, header says ${size}`);
-    if (end < size) await fh.truncate(size);
+    if (end < size) fs.ftruncateSync(fd, size);
     return written;
   }
 }
 
-async function writeAll(fh: FileHandle, buf: Buffer, off: number, len: number, pos: number): Promise<void> {
+function writeAll(fd: number, buf: Buffer, off: number, len: number, pos: number): void {
   while (len > 0) {
-    const { bytesWritten } = await fh.write(buf, off, len, pos);
+    const bytesWritten = fs.writeSync(fd, buf, off, len, pos);
     off += bytesWritten;
     pos += bytesWritten;
     len -= bytesWritten;

@@ -4,6 +4,7 @@
 // Everything here acts on one path whose parents the caller already resolved
 // inside the layer root (see paths.ts).
 
+import fs from 'node:fs';
 import {
   AT_SYMLINK_NOFOLLOW,
   S_IFBLK,
@@ -48,7 +49,32 @@ export function listXattrs(path: string): string[] {
   return llistxattrRaw(path);
 }
 
+/**
+ * wholeSeconds returns t as a number when Node's own utimes calls carry it
+ * exactly: whole seconds (a double holds them exactly; Node converts times
+ * through doubles, so nanoseconds could be rounded) and not negative (libuv
+ * reads -1 and -2 as "now" and "omit"). Most layers' times are whole seconds
+ * (plain ustar headers); PAX nanosecond times take the utimensat path.
+ */
+function wholeSeconds(t: Timespec): number | undefined {
+  if (t.nsec !== 0 || t.sec < 0n || t.sec > BigInt(Number.MAX_SAFE_INTEGER)) return undefined;
+  return Number(t.sec);
+}
+
 /** setTimes sets atime and mtime of path itself (a final symlink is not followed). */
 export function setTimes(path: string, atime: Timespec, mtime: Timespec): void {
-  utimensatRaw(path, atime.sec, atime.nsec, mtime.sec, mtime.nsec, AT_SYMLINK_NOFOLLOW);
+  const a = wholeSeconds(atime);
+  const m = wholeSeconds(mtime);
+  // lutimes(2) through libuv costs a fraction of an FFI call (ffi-rs marshals
+  // every argument); the result is the same utimensat(AT_SYMLINK_NOFOLLOW).
+  if (a !== undefined && m !== undefined) fs.lutimesSync(path, a, m);
+  else utimensatRaw(path, atime.sec, atime.nsec, mtime.sec, mtime.nsec, AT_SYMLINK_NOFOLLOW);
+}
+
+/** setTimesFd is setTimes on a regular file still open as fd (path is used when nanoseconds need utimensat). */
+export function setTimesFd(fd: number, path: string, atime: Timespec, mtime: Timespec): void {
+  const a = wholeSeconds(atime);
+  const m = wholeSeconds(mtime);
+  if (a !== undefined && m !== undefined) fs.futimesSync(fd, a, m);
+  else utimensatRaw(path, atime.sec, atime.nsec, mtime.sec, mtime.nsec, AT_SYMLINK_NOFOLLOW);
 }

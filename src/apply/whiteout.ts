@@ -9,7 +9,7 @@
 // directory, so the applier records everything the layer wrote (LayerWrites)
 // and the purge keeps those, plus every directory on the way to one of them.
 
-import fs from 'node:fs/promises';
+import fs from 'node:fs';
 import { InvalidArgumentError } from '../errdefs.js';
 import { joinKey, type RootResolver } from './paths.js';
 
@@ -59,13 +59,10 @@ export class LayerWrites {
   }
 }
 
-async function lstatOrUndefined(p: string) {
-  try {
-    return await fs.lstat(p);
-  } catch (err) {
-    if ((err as { code?: unknown }).code === 'ENOENT') return undefined;
-    throw err;
-  }
+// Synchronous calls, as in paths.ts and entries.ts: µs page-cache operations
+// that a thread-pool round trip each would only slow down.
+function lstatOrUndefined(p: string): fs.Stats | undefined {
+  return fs.lstatSync(p, { throwIfNoEntry: false });
 }
 
 /**
@@ -75,13 +72,13 @@ async function lstatOrUndefined(p: string) {
  */
 export async function removeEntry(resolver: RootResolver, parts: readonly string[]): Promise<boolean> {
   const p = resolver.abs(parts);
-  const st = await lstatOrUndefined(p);
+  const st = lstatOrUndefined(p);
   if (!st) return false;
   if (st.isDirectory()) {
-    await fs.rm(p, { recursive: true, force: true });
+    fs.rmSync(p, { recursive: true, force: true });
     resolver.invalidate();
   } else {
-    await fs.unlink(p);
+    fs.unlinkSync(p);
     if (st.isSymbolicLink()) resolver.invalidate();
   }
   return true;
@@ -108,7 +105,7 @@ export async function purgeOpaque(resolver: RootResolver, parentParts: readonly 
 }
 
 async function purgeDir(resolver: RootResolver, dir: string[], writes: LayerWrites): Promise<void> {
-  const entries = await fs.readdir(resolver.abs(dir), { withFileTypes: true });
+  const entries = fs.readdirSync(resolver.abs(dir), { withFileTypes: true });
   for (const e of entries) {
     const parts = [...dir, e.name];
     if (!writes.keeps(joinKey(parts))) {

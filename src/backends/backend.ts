@@ -25,6 +25,12 @@ import type { FreeSpace } from '../core/space.js';
 export interface BackendSnapshot {
   /** id is the store's id: unique, never reused, the only name a backend uses. */
   id: number;
+  /**
+   * key is the snapshot's containerd key, for hints only (blockfile gives
+   * containerd's "extract-…" unpack snapshots faster mount options); storage
+   * is always named by id.
+   */
+  key?: string;
   kind: Kind;
   /** parent is the committed parent (its own parent is not needed). */
   parent?: { id: number };

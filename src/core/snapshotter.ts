@@ -317,7 +317,7 @@ export class CoreSnapshotter implements Snapshotter {
   }
 
   private toBackend(row: SnapshotRow): BackendSnapshot {
-    return { id: row.id, kind: row.kind, parent: row.parentId === null ? undefined : { id: row.parentId } };
+    return { id: row.id, key: row.key, kind: row.kind, parent: row.parentId === null ? undefined : { id: row.parentId } };
   }
 
   /** wrap turns raw kernel errors callers can act on into typed ones. */

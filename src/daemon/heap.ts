@@ -27,7 +27,7 @@ export function tuneDaemonHeap(env: NodeJS.ProcessEnv = process.env, execArgv: r
   const set: string[] = [];
   for (const flag of DAEMON_HEAP_FLAGS) {
     const name = flag.slice(0, flag.indexOf('='));
-    const alt = name.replace(/-/g, '_');
+    const alt = `--${name.slice(2).replace(/-/g, '_')}`; // V8 accepts either spelling
     if (given.some((g) => g.startsWith(name) || g.startsWith(alt))) continue;
     v8.setFlagsFromString(flag);
     set.push(flag);

@@ -21,11 +21,8 @@ import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import { applyToMounts } from '../apply/unpack.js';
-import { exportDiff, LAYER_GZIP, LAYER_TAR } from '../apply/export.js';
 import { assertDigest } from '../apply/chain.js';
 import { errorMessage, InvalidArgumentError, NotFoundError } from '../errdefs.js';
-import { withTempMount } from '../sys/mount.js';
 import { mountFromProto, type PbMount } from './convert.js';
 import { loadProto } from './service.js';
 import { statusCode, toServiceError } from './status.js';
@@ -85,6 +82,11 @@ export function diffHandlers(o: DiffServiceOptions, log: (line: object) => void)
           },
         );
     };
+  // The applier and exporter (tar-stream, zstd, zlib) load on the first Diff
+  // service call: a daemon that only serves Snapshots never pays for them.
+  const applyMod = () => import('../apply/unpack.js');
+  const exportMod = () => import('../apply/export.js');
+  const mountMod = () => import('../sys/mount.js');
   const mountsOf = (v: unknown): ReturnType<typeof mountFromProto>[] => (Array.isArray(v) ? (v as PbMount[]).map(mountFromProto) : []);
 
   return {
@@ -94,6 +96,7 @@ export function diffHandlers(o: DiffServiceOptions, log: (line: object) => void)
       const mounts = mountsOf(req.mounts);
       if (mounts.length === 0) throw new InvalidArgumentError('Apply: mounts are required');
       const blob = findBlob(dirs, desc.digest);
+      const [{ applyToMounts }, { LAYER_TAR }] = await Promise.all([applyMod(), exportMod()]);
       const res = await applyToMounts(mounts, fs.createReadStream(blob, { highWaterMark: 1 << 20 }), {
         mediaType: desc.media_type || undefined,
         mountParent: o.mountParent,
@@ -104,6 +107,7 @@ export function diffHandlers(o: DiffServiceOptions, log: (line: object) => void)
       const left = mountsOf(req.left);
       const right = mountsOf(req.right);
       if (right.length === 0) throw new InvalidArgumentError('Diff: right mounts are required');
+      const [{ exportDiff, LAYER_GZIP }, { withTempMount }] = await Promise.all([exportMod(), mountMod()]);
       const mediaType = req.media_type || LAYER_GZIP;
       const ingest = path.join(o.blobDir, 'ingest');
       await fsp.mkdir(ingest, { recursive: true });

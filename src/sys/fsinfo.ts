@@ -105,11 +105,16 @@ export interface Ext4Usage {
 export function readExt4Usage(imageFileOrDevice: string): Ext4Usage {
   const fd = fs.openSync(imageFileOrDevice, fs.constants.O_RDONLY);
   try {
-    const buf = Buffer.alloc(EXT4_SUPERBLOCK_SIZE);
-    const n = fs.readSync(fd, buf, 0, EXT4_SUPERBLOCK_SIZE, EXT4_SUPERBLOCK_OFFSET);
-    const sb = decodeExt4Superblock(buf.subarray(0, n));
-    return { inodesUsed: sb.inodesUsed, blocksUsed: sb.blocksUsed, blockSize: sb.blockSize };
+    return readExt4UsageFd(fd);
   } finally {
     fs.closeSync(fd);
   }
+}
+
+/** readExt4UsageFd is readExt4Usage on an open descriptor (a caller that already holds one saves an open). */
+export function readExt4UsageFd(fd: number): Ext4Usage {
+  const buf = Buffer.alloc(EXT4_SUPERBLOCK_SIZE);
+  const n = fs.readSync(fd, buf, 0, EXT4_SUPERBLOCK_SIZE, EXT4_SUPERBLOCK_OFFSET);
+  const sb = decodeExt4Superblock(buf.subarray(0, n));
+  return { inodesUsed: sb.inodesUsed, blocksUsed: sb.blocksUsed, blockSize: sb.blockSize };
 }

@@ -26,7 +26,7 @@
 //     uncompressedBytes, compressedBytes, files},
 //     runs: [{ tsblock: {ms, mbps}, containerd: {importMs, ingestMs, unpackMs, mbps} }],
 //     tsblock: {ms, mbps}, containerd: {unpackMs, mbps},     // medians over runs
-//     ratio }                                                // tsblock mbps / containerd mbps
+//     ratio, ratioOfRuns }                                   // tsblock mbps / containerd mbps (of medians; median of per-run ratios)
 // Default JSON path: bench-results/apply-<stamp>.json (--out to change).
 
 import { parseArgs } from 'node:util';
@@ -41,7 +41,8 @@ import tar from 'tar-stream';
 import { compress as zstdCompress } from 'zstd-napi';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-const CLI = path.join(REPO, 'dist', 'cli.js');
+// TSBLOCK_BENCH_CLI runs another build (before/after figures), as in run.mjs.
+const CLI = process.env.TSBLOCK_BENCH_CLI ?? path.join(REPO, 'dist', 'cli.js');
 // The daemon and the import must see the same flags only, not a host config.
 const ENV = Object.fromEntries(Object.entries(process.env).filter(([k]) => k !== 'TSBLOCK_CONFIG'));
 
@@ -231,19 +232,42 @@ async function main() {
       await waitFor(() => (ctr('default', ['version']), true), 30000, 'containerd');
 
       // containerd: ingest only, then ingest + unpack (fresh namespaces, same blobs).
-      let t = now();
-      ctr(`ingest${r}`, ['images', 'import', '--no-unpack', archive]);
-      const ingestMs = now() - t;
-      t = now();
-      ctr(`unpack${r}`, ['images', 'import', '--snapshotter', 'tsblock', archive]);
-      const importMs = now() - t;
-      const unpackMs = Math.max(1, importMs - ingestMs);
-
+      let ingestMs = 0;
+      let importMs = 0;
+      const runContainerd = () => {
+        let t = now();
+        ctr(`ingest${r}`, ['images', 'import', '--no-unpack', archive]);
+        ingestMs = now() - t;
+        t = now();
+        ctr(`unpack${r}`, ['images', 'import', '--snapshotter', 'tsblock', archive]);
+        importMs = now() - t;
+      };
       // tsblock: import through the daemon's socket (chain IDs are new to it:
       // containerd's snapshots are named <ns>/<n>/<chainID>).
-      t = now();
-      const out = execFileSync(process.execPath, [CLI, 'import', layoutDir, ...common, '--json'], { env: ENV, stdio: ['ignore', 'pipe', 'inherit'] });
-      const wallMs = now() - t;
+      let out;
+      let wallMs = 0;
+      const runTsblock = () => {
+        const t = now();
+        out = execFileSync(process.execPath, [CLI, 'import', layoutDir, ...common, '--json'], { env: ENV, stdio: ['ignore', 'pipe', 'inherit'] });
+        wallMs = now() - t;
+      };
+      // The order alternates run by run and dirty data is written back before
+      // each import: otherwise the second import competes with the writeback
+      // of the first one's ~300 MB (measured: the second of the two was up to
+      // 2.3× slower whichever it was), and the load of a shared machine drifts.
+      const settle = () => execFileSync('sync');
+      if (r % 2 === 0) {
+        settle();
+        runContainerd();
+        settle();
+        runTsblock();
+      } else {
+        settle();
+        runTsblock();
+        settle();
+        runContainerd();
+      }
+      const unpackMs = Math.max(1, importMs - ingestMs);
       const sum = JSON.parse(out.toString());
       if (sum.applied !== LAYERS) throw new Error(`tsblock import applied ${sum.applied} of ${LAYERS} layers`);
       const run = {
@@ -263,6 +287,11 @@ async function main() {
       const m = v.length >> 1;
       return v.length % 2 ? v[m] : Math.round((v[m - 1] + v[m]) / 2);
     };
+    const medF = (xs) => {
+      const v = [...xs].sort((a, b) => a - b);
+      const m = v.length >> 1;
+      return v.length % 2 ? v[m] : (v[m - 1] + v[m]) / 2;
+    };
     const tsMs = med(runs.map((r) => r.tsblock.ms));
     const cdMs = med(runs.map((r) => r.containerd.unpackMs));
     const result = {
@@ -274,9 +303,12 @@ async function main() {
       tsblock: { ms: tsMs, mbps: mb(uncompressed, tsMs) },
       containerd: { unpackMs: cdMs, mbps: mb(uncompressed, cdMs) },
       ratio: Math.round((cdMs / tsMs) * 100) / 100,
+      // The median of the per-run ratios: each run's two imports ran back to
+      // back under the same load, so this is the steadier figure.
+      ratioOfRuns: Math.round(medF(runs.map((x) => x.containerd.unpackMs / x.tsblock.ms)) * 100) / 100,
     };
     console.log(`image: ${LAYERS} layers, ${(uncompressed / 1e6).toFixed(1)} MB uncompressed, ${(compressed / 1e6).toFixed(1)} MB ${COMPRESSION}, ${nfiles} files`);
-    console.log(`tsblock ${result.tsblock.mbps} MB/s, containerd ${result.containerd.mbps} MB/s, ratio tsblock/containerd = ${result.ratio}`);
+    console.log(`tsblock ${result.tsblock.mbps} MB/s, containerd ${result.containerd.mbps} MB/s, ratio tsblock/containerd = ${result.ratio} (median of per-run ratios ${result.ratioOfRuns})`);
     const outFile = opt.out ?? path.join(REPO, 'bench-results', `apply-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
     fs.mkdirSync(path.dirname(outFile), { recursive: true });
     fs.writeFileSync(outFile, JSON.stringify(result, null, 2) + '\n');

@@ -32,6 +32,7 @@ export function metricRows(results) {
   add('chain200 mount top p50', 'ms', (r) => r.chain200?.mount_top.p50);
   add('chain200 mount 1-layer p50', 'ms', (r) => r.chain200?.mount_one.p50);
   add('chain200 top/1-layer', '×', (r) => r.chain200?.top_vs_one);
+  add('chain200 top/1-layer (p25)', '×', (r) => r.chain200?.top_vs_one_p25);
   add('import 16 layers p50', 'ms', (r) => r.containerd?.import?.p50);
   add('ctr run to first output p50', 'ms', (r) => r.containerd?.run?.p50);
   add('8 clients', 'ops/s', (r) => r.concurrency?.ops_per_s);

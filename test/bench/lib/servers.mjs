@@ -33,8 +33,16 @@ export function targets({ ext4Dir, xfsDir }) {
     { id: 'overlayfs-xfs', impl: 'ref', backend: 'overlayfs', dir: xfsDir, skip: xfsDir ? undefined : 'no XFS scratch' },
     { id: 'native', impl: 'ref', backend: 'native', dir: ext4Dir },
   ];
+  // TSBLOCK_BENCH_BASE_CLI adds other builds (e.g. the last commit's dist/cli.js) on the same
+  // XFS as tsblock-xfs, measured in the same interleaved turns: before/after in one run.
+  // "PATH" adds tsblock-xfs-base; "NAME=PATH,…" adds tsblock-xfs-NAME per entry.
+  const bases = (process.env.TSBLOCK_BENCH_BASE_CLI ?? '').split(',').filter(Boolean);
+  bases.forEach((b, i) => {
+    const [name, cli] = b.includes('=') ? b.split('=', 2) : ['base', b];
+    t.splice(1 + i, 0, { id: `tsblock-xfs-${name}`, impl: 'tsblock', cli, dir: xfsDir, skip: xfsDir ? undefined : 'no XFS scratch' });
+  });
   if (!ref) for (const x of t) if (x.impl === 'ref') x.skip ??= 'refsnapshotter not found (build ../shared/tools/conformance/build.sh or set TSBLOCK_REFSNAPSHOTTER)';
-  if (!existsSync(join(REPO, 'dist', 'cli.js'))) for (const x of t) if (x.impl === 'tsblock') x.skip = 'dist/cli.js missing: run npm run build';
+  if (!existsSync(join(REPO, 'dist', 'cli.js'))) for (const x of t) if (x.impl === 'tsblock' && !x.cli) x.skip = 'dist/cli.js missing: run npm run build';
   for (const x of t) x.ref = ref;
   return t;
 }
@@ -42,7 +50,7 @@ export function targets({ ext4Dir, xfsDir }) {
 function command(target, root, socket) {
   if (target.impl === 'tsblock') {
     // TSBLOCK_BENCH_CLI runs another build (e.g. a checkout of main) for before/after numbers.
-    const cli = process.env.TSBLOCK_BENCH_CLI ?? join(REPO, 'dist', 'cli.js');
+    const cli = target.cli ?? process.env.TSBLOCK_BENCH_CLI ?? join(REPO, 'dist', 'cli.js');
     return ['node', [cli, 'serve', '--root', root, '--socket', socket, '--log-level', 'warn']];
   }
   return [target.ref, ['--backend', target.backend, '--root', root, '--socket', socket]];

@@ -53,10 +53,12 @@ describe.skipIf(rootReason)(`graceful shutdown${rootReason ? ` (skipped: ${rootR
     // (exit 0, socket removed), not Node's default death by signal.
     const dir = mkdtempSync('/var/tmp/tsblock-earlystop-');
     const socket = join(dir, 's.sock');
+    let proc: ReturnType<typeof spawn> | undefined;
     try {
       const child = spawn(process.execPath, [CLI, 'serve', '--root', join(dir, 'root'), '--socket', socket, '--base-size', '64M', '--metrics-address', ''], {
         stdio: ['ignore', 'pipe', 'pipe'],
       });
+      proc = child;
       let out = '';
       let sent = false;
       const signalled = new Promise<void>((resolve) => {
@@ -79,6 +81,7 @@ describe.skipIf(rootReason)(`graceful shutdown${rootReason ? ` (skipped: ${rootR
       expect(out).toContain('signal received');
       expect(existsSync(socket)).toBe(false);
     } finally {
+      if (proc && proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
       const leaks = leaksUnder(dir);
       rmSync(dir, { recursive: true, force: true });
       expect(leaks).toEqual([]);
