@@ -43,6 +43,26 @@ export function syscall(funcName: string, retType: ffi.DataType, params: Param[]
   return r.value;
 }
 
+/**
+ * syscallAsync is syscall() run on a worker thread (ffi-rs runInNewThread):
+ * the event loop keeps serving while the kernel works. Buffer arguments are
+ * still passed by pointer, so the caller must not touch them until it settles.
+ */
+export async function syscallAsync(funcName: string, retType: ffi.DataType, params: Param[], detail?: string, name = funcName): Promise<number> {
+  const r = (await load({
+    library: lib(),
+    funcName,
+    retType,
+    paramsType: params.map((p) => p.type),
+    paramsValue: params.map((p) => p.value),
+    errno: true,
+    runInNewThread: true,
+  })) as unknown as { value: number | bigint; errnoCode: number };
+  const value = typeof r.value === 'bigint' ? Number(r.value) : r.value;
+  if (value < 0) throw new ErrnoError(name, r.errnoCode, detail);
+  return value;
+}
+
 /** i32 is a C int argument. */
 export const i32 = (value: number): Param => ({ type: DataType.I32, value });
 /** u64 is an unsigned long / size_t argument. */

@@ -6,12 +6,17 @@
 //
 // Only src/sys imports this folder; the rest of tsblock sees typed verbs.
 
-import { DataType, big, buf, callRaw, i32, i64, str, syscall, u64 } from './call.js';
+import { DataType, big, buf, callRaw, i32, i64, str, syscall, syscallAsync, u64 } from './call.js';
 import { ErrnoError } from './errno.js';
 
 /** ioctlBuffer issues ioctl(fd, request, buf): buf is passed by pointer, in and out. */
 export function ioctlBuffer(fd: number, request: number, data: Buffer, detail?: string): number {
   return syscall('ioctl', DataType.I32, [i32(fd), u64(request), buf(data)], detail);
+}
+
+/** ioctlBufferAsync is ioctlBuffer on a worker thread; data must stay untouched until it settles. */
+export function ioctlBufferAsync(fd: number, request: number, data: Buffer, detail?: string): Promise<number> {
+  return syscallAsync('ioctl', DataType.I32, [i32(fd), u64(request), buf(data)], detail);
 }
 
 /** ioctlInt issues ioctl(fd, request, arg) with an integer argument (or none: pass 0). */

@@ -10,37 +10,47 @@
 # directly. Needs root, containerd 1.6 (Debian package), dmsetup, node.
 #
 # Setup: tsblock serves `--backend devmapper` on its owned loop-backed pool
-# under a temp root; a private containerd (own root/state/socket, CRI off)
-# gets its devmapper snapshotter on a pool made here from two sparse loop
-# files (dmsetup create ... thin-pool, 64 KiB blocks, block zeroing off, like
-# tsblock's). Both get the same client: Prepare(key, parent=<committed
-# one-layer snapshot>) then Commit, each timed alone, N iterations (default
-# 20) after one warm-up; nothing is mounted.
+# under a temp root, twice: as configured by default (warm spares on: a
+# parent that keeps getting children has a ready-made snapshot to hand
+# over, src/backends/devmapper/spares.ts) and with TSBLOCK_DM_WARM_SPARES=0
+# (every Prepare does create_snap + activation: the cold path).
+# TSBLOCK_BENCH_BEFORE_CLI=<other checkout>/dist/cli.js adds a third row,
+# "tsblock-devmapper-before", served by that build (before/after, same run).
+# A private containerd (own root/state/socket, CRI off) gets its devmapper
+# snapshotter on a pool made here from two sparse loop files (dmsetup
+# create ... thin-pool, 64 KiB blocks, block zeroing off, like tsblock's).
+# All get the same client: Prepare(key, parent=<committed one-layer
+# snapshot>) then Commit, each timed alone, N iterations (default 20) after
+# one warm-up; nothing is mounted.
 #
-# Output: FILE (default .tmp/bench/devmapper.json in the checkout) holds
+# Output: FILE (default bench-results/devmapper-vm.json in the checkout) holds
 #   {
 #     "when": ISO time, "machine": "run-in-vm (qemu TCG)" | "native",
 #     "kernel": uname -r, "iterations": N,
+#     "hostLoad": /proc/loadavg of the machine that started the run,
 #     "results": [
-#       { "label": "tsblock-devmapper" | "containerd-devmapper",
+#       { "label": "tsblock-devmapper" | "tsblock-devmapper-nospare" |
+#                  "tsblock-devmapper-before" | "containerd-devmapper",
 #         "snapshotter": name sent in requests, "iterations": N,
 #         "prepareWithParentMs": { "n", "p50", "p99", "min", "max", "mean" },
 #         "commitMs":            { "n", "p50", "p99", "min", "max", "mean" },
 #         "rawMs": { "prepare": [...], "commit": [...] } },
 #       ... ],
+#     "ratios": { "<tsblock label>": { "prepare": containerd p50 / its p50, "commit": … } },
 #     "errors": { label: message }   (only for a side that could not run)
 #   }
-# and stdout ends with a table of the p50/p99 per side. Exit 0 when both sides ran.
+# FILE with .md instead of .json gets the same table in Markdown, and
+# stdout ends with it. Exit 0 when every side ran.
 set -uo pipefail
 HERE=$(cd "$(dirname "$(readlink -f "$0")")" && pwd)
 REPO=$(dirname "$HERE")
 ITER=20
-OUTF=$REPO/.tmp/bench/devmapper.json
+OUTF=$REPO/bench-results/devmapper-vm.json
 while [ $# -gt 0 ]; do
   case $1 in
     --iterations) ITER=$2; shift 2 ;;
     --out) OUTF=$2; shift 2 ;;
-    -h|--help) sed -n '2,34p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,43p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench-devmapper.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -53,6 +63,8 @@ if ! dmsetup version >/dev/null 2>&1; then
   [ -z "${TSBLOCK_IN_VM:-}" ] || { echo "bench-devmapper.sh: no device-mapper even in the VM" >&2; exit 1; }
   mkdir -p "$(dirname "$OUTF")"
   case $OUTF in "$REPO"/*) ;; *) echo "bench-devmapper.sh: --out must be inside $REPO when a VM is used" >&2; exit 2 ;; esac
+  # the guest cannot see how busy the host is: the timings depend on it
+  TSBLOCK_BENCH_HOST_LOAD=$(cat /proc/loadavg) && export TSBLOCK_BENCH_HOST_LOAD
   exec "$HERE/run-in-vm.sh" --cwd "$REPO" --timeout 1800 -- "$HERE/bench-devmapper.sh" --iterations "$ITER" --out "$OUTF"
 fi
 [ -f "$REPO/dist/cli.js" ] || { echo "bench-devmapper.sh: dist/cli.js missing (npm run build)" >&2; exit 1; }
@@ -81,16 +93,24 @@ declare -A ERR=()
 RESULTS=()
 
 # ---- tsblock devmapper (owned pool on loop files, the default) ----
-node "$REPO/dist/cli.js" serve --backend devmapper --root "$W/tsb" --socket "$W/tsb.sock" \
-  --data-size 2G --base-size 64M --log-level warn >"$W/tsb.log" 2>&1 &
-TSB_PID=$!
-if wait_sock "$W/tsb.sock" 180 && r=$(node "$HERE/bench-client.mjs" --socket "$W/tsb.sock" --snapshotter tsblock \
-    --namespace bench --iterations "$ITER" --label tsblock-devmapper 2>"$W/tsb-client.err"); then
-  RESULTS+=("$r")
-else
-  ERR[tsblock-devmapper]="$(head -2 "$W/tsb-client.err" 2>/dev/null | tr '\n' ' ')"
-fi
-kill -TERM "$TSB_PID" 2>/dev/null; wait "$TSB_PID" 2>/dev/null; TSB_PID=
+run_tsblock() { # label, warm spares (empty = default), cli
+  local label=$1 spares=$2 cli=${3:-$REPO/dist/cli.js} r
+  rm -rf "$W/tsb" "$W/tsb.sock"
+  TSBLOCK_DM_WARM_SPARES=$spares node "$cli" serve --backend devmapper --root "$W/tsb" --socket "$W/tsb.sock" \
+    --data-size 2G --base-size 64M --log-level warn >"$W/$label.log" 2>&1 &
+  TSB_PID=$!
+  if wait_sock "$W/tsb.sock" 180 && r=$(node "$HERE/bench-client.mjs" --socket "$W/tsb.sock" --snapshotter tsblock \
+      --namespace bench --iterations "$ITER" --label "$label" 2>"$W/$label-client.err"); then
+    RESULTS+=("$r")
+  else
+    ERR[$label]="$(head -2 "$W/$label-client.err" 2>/dev/null | tr '\n' ' ')"
+  fi
+  kill -TERM "$TSB_PID" 2>/dev/null; wait "$TSB_PID" 2>/dev/null; TSB_PID=
+}
+run_tsblock tsblock-devmapper ""
+run_tsblock tsblock-devmapper-nospare 0
+# another build (e.g. the commit before a change), same run: TSBLOCK_BENCH_BEFORE_CLI=<checkout>/dist/cli.js
+[ -z "${TSBLOCK_BENCH_BEFORE_CLI:-}" ] || run_tsblock tsblock-devmapper-before "" "$TSBLOCK_BENCH_BEFORE_CLI"
 
 # ---- containerd 1.6 devmapper on a pool made here ----
 truncate -s 2G "$W/ctrd-data"; truncate -s 256M "$W/ctrd-meta"
@@ -128,16 +148,25 @@ mkdir -p "$(dirname "$OUTF")" "${OUTF%.json}-logs"
 cp "$W"/*.log "$W"/*.err "${OUTF%.json}-logs/" 2>/dev/null
 errs=$(for k in "${!ERR[@]}"; do printf '%s\0%s\0' "$k" "${ERR[$k]}"; done | base64 -w0)
 printf '%s\n' "${RESULTS[@]}" | node -e '
+  const fs = require("fs");
   const [out, iter, errs] = process.argv.slice(1);
-  const lines = require("fs").readFileSync(0, "utf8").split("\n").filter(Boolean).map((l) => JSON.parse(l));
+  const lines = fs.readFileSync(0, "utf8").split("\n").filter(Boolean).map((l) => JSON.parse(l));
   const e = Buffer.from(errs, "base64").toString().split("\0"); const errors = {};
   for (let i = 0; i + 1 < e.length; i += 2) errors[e[i]] = e[i + 1];
+  const ctrd = lines.find((r) => r.label === "containerd-devmapper");
+  const ratios = {};
+  const r2 = (x) => Math.round(x * 100) / 100;
+  if (ctrd) for (const r of lines) if (r !== ctrd) ratios[r.label] = { prepare: r2(ctrd.prepareWithParentMs.p50 / r.prepareWithParentMs.p50), commit: r2(ctrd.commitMs.p50 / r.commitMs.p50) };
   const doc = { when: new Date().toISOString(), machine: process.env.TSBLOCK_IN_VM ? "run-in-vm (qemu TCG)" : "native",
-    kernel: require("os").release(), iterations: Number(iter), results: lines, ...(Object.keys(errors).length ? { errors } : {}) };
-  require("fs").writeFileSync(out, JSON.stringify(doc, null, 2) + "\n");
-  console.log(`\n${"snapshotter".padEnd(22)} ${"prepare p50".padStart(12)} ${"p99".padStart(9)} ${"commit p50".padStart(12)} ${"p99".padStart(9)}  (ms, ${iter} iterations)`);
-  for (const r of lines) console.log(`${r.label.padEnd(22)} ${String(r.prepareWithParentMs.p50).padStart(12)} ${String(r.prepareWithParentMs.p99).padStart(9)} ${String(r.commitMs.p50).padStart(12)} ${String(r.commitMs.p99).padStart(9)}`);
-  for (const [k, v] of Object.entries(errors)) console.log(`${k}: FAILED: ${v}`);
+    kernel: require("os").release(), iterations: Number(iter), hostLoad: process.env.TSBLOCK_BENCH_HOST_LOAD ?? null,
+    results: lines, ratios, ...(Object.keys(errors).length ? { errors } : {}) };
+  fs.writeFileSync(out, JSON.stringify(doc, null, 2) + "\n");
+  const md = [`Run ${doc.when}, ${doc.machine}, kernel ${doc.kernel}, ${iter} iterations, host load ${doc.hostLoad ?? "?"} (ms; ratio = containerd p50 / this p50)`, "",
+    "| snapshotter | Prepare p50 | p99 | Commit p50 | p99 | Prepare ratio | Commit ratio |", "| --- | --- | --- | --- | --- | --- | --- |"];
+  for (const r of lines) md.push(`| ${r.label} | ${r.prepareWithParentMs.p50} | ${r.prepareWithParentMs.p99} | ${r.commitMs.p50} | ${r.commitMs.p99} | ${ratios[r.label]?.prepare ?? ""} | ${ratios[r.label]?.commit ?? ""} |`);
+  for (const [k, v] of Object.entries(errors)) md.push(`| ${k} | FAILED: ${v} | | | | | |`);
+  fs.writeFileSync(out.replace(/\.json$/, "") + ".md", md.join("\n") + "\n");
+  console.log("\n" + md.join("\n"));
   console.log(`JSON: ${out}`);
 ' "$OUTF" "$ITER" "$errs"
 [ ${#ERR[@]} = 0 ]

@@ -4,7 +4,7 @@
 // Documentation/admin-guide/device-mapper/thin-provisioning.rst).
 
 import { InternalError } from '../errdefs.js';
-import { message, status } from './dm.js';
+import { message, messageAsync, status } from './dm.js';
 
 /** THIN_ID_MAX is the largest thin device id the pool accepts (24 bits). */
 export const THIN_ID_MAX = (1 << 24) - 1;
@@ -27,6 +27,13 @@ export function createSnap(pool: string, thinId: number, originId: number): void
   checkId(thinId);
   checkId(originId);
   message(pool, 0, `create_snap ${thinId} ${originId}`);
+}
+
+/** createSnapAsync is createSnap with the pool message sent from a worker thread (background work). */
+export async function createSnapAsync(pool: string, thinId: number, originId: number): Promise<void> {
+  checkId(thinId);
+  checkId(originId);
+  await messageAsync(pool, 0, `create_snap ${thinId} ${originId}`);
 }
 
 /** deleteThin releases thin device `thinId` (NotFoundError if the pool has no such id; it must not be active). */
@@ -98,9 +105,9 @@ export function parseThinStatus(line: string): ThinStatus {
   };
 }
 
-/** poolStatus reads and parses a thin-pool device's status. */
-export function poolStatus(pool: string): PoolStatus {
-  const t = status(pool).find((x) => x.type === 'thin-pool');
+/** poolStatus reads and parses a thin-pool device's status (`noflush`: as of the last metadata commit, see status()). */
+export function poolStatus(pool: string, opts: { noflush?: boolean } = {}): PoolStatus {
+  const t = status(pool, opts).find((x) => x.type === 'thin-pool');
   if (!t) throw new InternalError(`device ${pool} has no thin-pool target`);
   return parsePoolStatus(t.params);
 }

@@ -30,7 +30,18 @@ export interface DevmapperConfig {
   fsType: 'ext4';
   /** mountOptions are appended to every returned mount. */
   mountOptions: string[];
+  /**
+   * warmSpares is how many parents may hold a ready-made spare snapshot
+   * (spares.ts; default DEFAULT_WARM_SPARES, 0 = off). Environment:
+   * TSBLOCK_DM_WARM_SPARES.
+   */
+  warmSpares: number;
 }
+
+/** DEFAULT_WARM_SPARES is the default cap on parents holding a warm spare. */
+export const DEFAULT_WARM_SPARES = 8;
+/** WARM_SPARES_ENV overrides warmSpares for a daemon (benchmarks, operators). */
+export const WARM_SPARES_ENV = 'TSBLOCK_DM_WARM_SPARES';
 
 /** DEFAULT_DATA_SIZE is the owned pool's default data size (sparse). */
 export const DEFAULT_DATA_SIZE = 100 * GiB;
@@ -70,6 +81,7 @@ export function withDefaults(c: Partial<DevmapperConfig> & { root: string }): De
     discardOnRemove: c.discardOnRemove ?? false,
     fsType: c.fsType ?? 'ext4',
     mountOptions: c.mountOptions ?? [],
+    warmSpares: c.warmSpares ?? DEFAULT_WARM_SPARES,
   };
 }
 
@@ -102,6 +114,7 @@ export function validate(c: DevmapperConfig): void {
   if (!Number.isSafeInteger(c.baseSize) || c.baseSize < 16 * MiB || c.baseSize % 4096 !== 0) {
     problems.push(`baseSize ${c.baseSize} must be at least 16 MiB and a multiple of 4096`);
   }
+  if (!Number.isInteger(c.warmSpares) || c.warmSpares < 0 || c.warmSpares > 1024) problems.push(`warmSpares ${c.warmSpares} must be an integer in 0..1024`);
   if (c.fsType !== 'ext4') problems.push(`fsType ${JSON.stringify(c.fsType)} is not supported (only ext4)`);
   for (const o of c.mountOptions) {
     if (o.includes(',') || o === '') problems.push(`mount option ${JSON.stringify(o)} must be one non-empty option`);

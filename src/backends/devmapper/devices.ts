@@ -86,30 +86,64 @@ export function allDevices(tx: Tx): DeviceRow[] {
 }
 
 /**
- * allocateDevice inserts a 'trying' row with a fresh thin id: one above the
- * highest id in use, or (after wrapping at 2^24) the lowest free one.
+ * nextThinId picks a fresh thin id: one above the highest id in use, or
+ * (after wrapping at 2^24) the lowest free one.
  */
-export function allocateDevice(tx: Tx, d: { snapshotId: number; size: number; readOnly: boolean; originThin: number | null }): DeviceRow {
+function nextThinId(tx: Tx): number {
   const max = (tx.prepare('SELECT MAX(thin_id) AS m FROM dm_devices').get() as { m: number | null }).m;
-  let thinId = max === null ? 0 : max + 1;
-  if (thinId > THIN_ID_MAX) {
-    const free = tx
-      .prepare(
-        `SELECT 0 AS id WHERE NOT EXISTS (SELECT 1 FROM dm_devices WHERE thin_id = 0)
-         UNION ALL
-         SELECT d.thin_id + 1 FROM dm_devices d
-          WHERE d.thin_id < ? AND NOT EXISTS (SELECT 1 FROM dm_devices e WHERE e.thin_id = d.thin_id + 1)
-         ORDER BY 1 LIMIT 1`,
-      )
-      .get(THIN_ID_MAX) as { id: number } | undefined;
-    if (!free) throw new ResourceExhaustedError('the thin pool has no free device id');
-    thinId = free.id;
-  }
+  const thinId = max === null ? 0 : max + 1;
+  if (thinId <= THIN_ID_MAX) return thinId;
+  const free = tx
+    .prepare(
+      `SELECT 0 AS id WHERE NOT EXISTS (SELECT 1 FROM dm_devices WHERE thin_id = 0)
+       UNION ALL
+       SELECT d.thin_id + 1 FROM dm_devices d
+        WHERE d.thin_id < ? AND NOT EXISTS (SELECT 1 FROM dm_devices e WHERE e.thin_id = d.thin_id + 1)
+       ORDER BY 1 LIMIT 1`,
+    )
+    .get(THIN_ID_MAX) as { id: number } | undefined;
+  if (!free) throw new ResourceExhaustedError('the thin pool has no free device id');
+  return free.id;
+}
+
+function insertRow(tx: Tx, r: Omit<DeviceRow, 'mappedBytes' | 'inodes'>): DeviceRow {
   tx.prepare(
     `INSERT INTO dm_devices (snapshot_id, thin_id, state, size, read_only, origin_thin, updated_at)
-     VALUES (?, ?, 'trying', ?, ?, ?, ?)`,
-  ).run(d.snapshotId, thinId, d.size, d.readOnly ? 1 : 0, d.originThin, Date.now());
-  return { snapshotId: d.snapshotId, thinId, state: 'trying', size: d.size, readOnly: d.readOnly, originThin: d.originThin, mappedBytes: null, inodes: null };
+     VALUES (?, ?, ?, ?, ?, ?, ?)`,
+  ).run(r.snapshotId, r.thinId, r.state, r.size, r.readOnly ? 1 : 0, r.originThin, Date.now());
+  return { ...r, mappedBytes: null, inodes: null };
+}
+
+/** allocateDevice inserts a 'trying' row with a fresh thin id (see nextThinId). */
+export function allocateDevice(tx: Tx, d: { snapshotId: number; size: number; readOnly: boolean; originThin: number | null }): DeviceRow {
+  return insertRow(tx, { ...d, thinId: nextThinId(tx), state: 'trying' });
+}
+
+/**
+ * SPARE_ROW_BASE: rows at or below it are warm spares (spares.ts), keyed
+ * SPARE_ROW_BASE - thinId. Faulty rows use -1 - thinId (≥ -2^24) and
+ * snapshots use ids ≥ 0, so the three never collide.
+ */
+export const SPARE_ROW_BASE = -(2 ** 32);
+
+/** isSpareRow tells whether a row's snapshot id is a spare's key. */
+export function isSpareRow(snapshotId: number): boolean {
+  return snapshotId <= SPARE_ROW_BASE;
+}
+
+/**
+ * allocateSpare inserts a spare's row, a snapshot-to-be of `origin`, before
+ * the pool is told (like allocateDevice). Spare rows are 'ready' from the
+ * start: their state means nothing, start-up releases every one of them.
+ */
+export function allocateSpare(tx: Tx, origin: DeviceRow): DeviceRow {
+  const thinId = nextThinId(tx);
+  return insertRow(tx, { snapshotId: SPARE_ROW_BASE - thinId, thinId, state: 'ready', size: origin.size, readOnly: false, originThin: origin.thinId });
+}
+
+/** adoptSpare re-keys a spare's row to the snapshot that takes it over. */
+export function adoptSpare(tx: Tx, spareRowId: number, snapshotId: number): void {
+  tx.prepare("UPDATE dm_devices SET snapshot_id = ?, state = 'ready', updated_at = ? WHERE snapshot_id = ?").run(snapshotId, Date.now(), spareRowId);
 }
 
 /** setState moves a row to a new state. */

@@ -11,6 +11,12 @@
 // brings devices back after a reboot. Views are read-only thin snapshots of
 // the committed parent, activated with the READONLY flag.
 //
+// Hot path (Prepare with a parent): one transaction for the 'trying' row
+// (origin checked in it), create_snap without a status query when the
+// origin is known inactive, the device activated right there, so mounts()
+// answers from memory; a parent that keeps getting children has a warm
+// spare (spares.ts) that turns all of that into one rename.
+//
 // Crash safety: the devices table (devices.ts) gets a 'trying' row, in its
 // own committed transaction, before the pool is asked for a thin id, and
 // 'ready' after; removal is 'deleting' (in the core's transaction) and the
@@ -23,7 +29,7 @@ import type { Mount } from '../../snapshots/mount.js';
 import type { MetaStore, Tx } from '../../storage/metastore.js';
 import type { CoreLogger } from '../../core/snapshotter.js';
 import { activate, deviceInfo, devicePath, discardDevice, listDevices, removeDevice, status, suspend, resume } from '../../sys/dm.js';
-import { createSnap, createThin, deleteThin, parsePoolStatus, thinStatus, thinTable } from '../../sys/dm-thin.js';
+import { createSnap, createSnapAsync, createThin, deleteThin, parsePoolStatus, thinStatus, thinTable } from '../../sys/dm-thin.js';
 import type { FreeSpace } from '../../core/space.js';
 import { makeExt4, runTool } from '../../sys/exec.js';
 import { readExt4Usage } from '../../sys/fsinfo.js';
@@ -32,12 +38,15 @@ import { poolNameOf, validate, type DevmapperConfig } from './config.js';
 import { crashPoint } from './crashpoint.js';
 import { faultPoint } from '../../core/faults.js';
 import { closeOwnedPool, openPool, type PoolHandle } from './pool.js';
+import { SparePool } from './spares.js';
 import {
   BASE_SNAPSHOT_ID,
+  SPARE_ROW_BASE,
   allDevices,
   allocateDevice,
   deleteDevice,
   getDevice,
+  isSpareRow,
   setMapped,
   setState,
   type DeviceRow,
@@ -52,6 +61,15 @@ export class DevmapperBackend implements Backend {
   readonly name = 'devmapper';
   private pool: PoolHandle | undefined;
   private readonly poolName: string;
+  private readonly spares: SparePool;
+  /** fresh holds rows create() just activated, for the mounts() call that follows it. */
+  private readonly fresh = new Map<number, DeviceRow>();
+  /**
+   * mayBeActive holds snapshot ids whose device may be live though committed
+   * (left active at commit because in use, or found at start-up): only
+   * these need a status query, and a suspend, before being snapshotted.
+   */
+  private readonly mayBeActive = new Set<number>();
 
   constructor(
     readonly cfg: DevmapperConfig,
@@ -59,10 +77,26 @@ export class DevmapperBackend implements Backend {
     private readonly log: CoreLogger = noLog,
   ) {
     this.poolName = poolNameOf(cfg);
+    this.spares = new SparePool(
+      {
+        store,
+        log,
+        poolPath: () => this.poolPath,
+        spareName: (thinId) => this.deviceName(SPARE_ROW_BASE - thinId),
+        snapshot: async (thinId, origin) => {
+          if (this.mayBeActive.has(origin.snapshotId)) this.snapshotThin(thinId, origin);
+          else await createSnapAsync(this.poolName, thinId, origin.thinId);
+        },
+        markFaulty: (row) => this.markFaulty(row),
+        release: (row) => this.release(row),
+      },
+      cfg.warmSpares,
+    );
   }
 
   /** deviceName is the dm name of snapshot id's device. */
   deviceName(id: number): string {
+    if (isSpareRow(id)) return `${this.poolName}-spare-${SPARE_ROW_BASE - id}`;
     return id === BASE_SNAPSHOT_ID ? `${this.poolName}-base` : `${this.poolName}-snap-${id}`;
   }
 
@@ -79,36 +113,77 @@ export class DevmapperBackend implements Backend {
       });
       if (stale > 0) this.log('warn', 'thin-pool metadata was re-created; dropped stale device rows', { rows: stale });
     }
+    // Spares never outlive a run: their devices go first (a spare's thin id
+    // cannot be deleted while active), then their rows and thin ids.
+    const snapPrefix = `${this.poolName}-snap-`;
+    for (const d of listDevices()) {
+      if (d.name.startsWith(`${this.poolName}-spare-`)) await this.deactivate(d.name);
+      else if (d.name.startsWith(snapPrefix)) this.mayBeActive.add(Number(d.name.slice(snapPrefix.length)));
+    }
     // Finish removals a crash interrupted (their snapshots are already gone).
     for (const row of this.store.read((tx) => allDevices(tx))) {
-      if (row.state === 'deleting') await this.release(row);
+      if (row.state === 'deleting' || isSpareRow(row.snapshotId)) await this.release(row);
     }
     await this.ensureBase();
   }
 
   async create(snap: BackendSnapshot): Promise<void> {
-    const origin = this.originOf(snap);
+    const originId = snap.parent ? snap.parent.id : BASE_SNAPSHOT_ID;
     const readOnly = snap.kind === Kind.View;
-    const size = readOnly ? origin.size : Math.max(origin.size, snap.sizeBytes ?? 0);
-    const row = await this.makeDevice(snap.id, size, readOnly, (thinId) => this.snapshotThin(thinId, origin));
+    const name = this.deviceName(snap.id);
+    if (!readOnly) {
+      const taken = await this.spares.take(originId, snap.id, snap.sizeBytes ?? 0, name);
+      if (taken) {
+        if (taken.active) this.fresh.set(snap.id, taken.row);
+        this.spares.used(originId, true);
+        return;
+      }
+    }
+    let origin: DeviceRow | undefined;
+    const row = await this.makeDevice(
+      snap.id,
+      (tx) => {
+        origin = getDevice(tx, originId);
+        if (!origin || origin.state !== 'ready') {
+          throw new NotFoundError(snap.parent ? `parent snapshot ${originId} has no thin device` : 'the base device is not ready');
+        }
+        const size = readOnly ? origin.size : Math.max(origin.size, snap.sizeBytes ?? 0);
+        return { size, readOnly, originThin: origin.thinId };
+      },
+      (thinId) => this.snapshotThin(thinId, origin!),
+    );
     crashPoint('create:after-thin');
-    if (size > origin.size) {
-      // The new device is bigger than its origin: grow the filesystem to fill it.
+    // A fresh snapshot id has no device yet: activate it without asking.
+    try {
+      activate(name, [thinTable(this.poolPath, row.thinId, row.size / 512)], { readOnly });
+    } catch (err) {
+      if (!(err instanceof AlreadyExistsError)) throw err;
       await this.activateRow(row);
-      await runTool('resize2fs', ['-f', devicePath(this.deviceName(snap.id))]);
+    }
+    if (row.size > origin!.size) {
+      // The new device is bigger than its origin: grow the filesystem to fill it.
+      await runTool('resize2fs', ['-f', devicePath(name)]);
       crashPoint('create:after-activate');
     }
     this.store.write((tx) => setState(tx, snap.id, 'ready'));
+    this.fresh.set(snap.id, { ...row, state: 'ready' });
+    if (!readOnly) this.spares.used(originId, false);
   }
 
   async mounts(snap: BackendSnapshot): Promise<Mount[]> {
-    const row = this.readyRow(snap.id);
-    await this.activateRow(row);
+    let row = this.fresh.get(snap.id);
+    if (row) {
+      this.fresh.delete(snap.id);
+    } else {
+      row = this.readyRow(snap.id);
+      await this.activateRow(row);
+    }
     const options = row.readOnly ? ['ro', 'noload'] : ['rw'];
     return [{ type: this.cfg.fsType, source: devicePath(this.deviceName(snap.id)), options: [...options, ...this.cfg.mountOptions] }];
   }
 
   async commit(snap: BackendSnapshot): Promise<Usage> {
+    this.fresh.delete(snap.id);
     const row = this.readyRow(snap.id);
     const name = this.deviceName(snap.id);
     await this.activateRow(row);
@@ -121,8 +196,10 @@ export class DevmapperBackend implements Backend {
     // with a suspend, and removal or close() deactivates it later.
     try {
       await removeDevice(name, { tries: 3 });
+      this.mayBeActive.delete(snap.id);
     } catch (err) {
       if (!(err instanceof FailedPreconditionError)) throw err;
+      this.mayBeActive.add(snap.id);
       this.log('debug', 'committed device still in use; left active', { device: name });
     }
     this.store.write((tx) => setMapped(tx, snap.id, measured.mapped, measured.inodes));
@@ -150,6 +227,8 @@ export class DevmapperBackend implements Backend {
   }
 
   async destroy(snap: BackendSnapshot): Promise<void> {
+    this.fresh.delete(snap.id);
+    await this.spares.drop(snap.id);
     const row = this.store.read((tx) => getDevice(tx, snap.id));
     if (!row) {
       await this.deactivate(this.deviceName(snap.id));
@@ -168,9 +247,16 @@ export class DevmapperBackend implements Backend {
       await this.deactivate(d.name);
       removed.push(`device ${d.name}`);
     }
+    const sparePrefix = `${this.poolName}-spare-`;
+    for (const d of listDevices()) {
+      if (!d.name.startsWith(sparePrefix) || this.spares.ownsRow(SPARE_ROW_BASE - Number(d.name.slice(sparePrefix.length)))) continue;
+      await this.deactivate(d.name);
+      removed.push(`device ${d.name}`);
+    }
     for (const row of this.store.read((tx) => allDevices(tx))) {
       // faulty rows hold ids some other user of a shared pool owns: never ours to delete.
       if (row.snapshotId === BASE_SNAPSHOT_ID || row.state === 'faulty' || live.has(row.snapshotId)) continue;
+      if (this.spares.ownsRow(row.snapshotId)) continue;
       try {
         await this.release(row);
         removed.push(`thin ${row.thinId} (snapshot ${row.snapshotId}, ${row.state})`);
@@ -179,6 +265,11 @@ export class DevmapperBackend implements Backend {
       }
     }
     return { removed };
+  }
+
+  /** sparesSettled resolves once no warm spare is being made in the background (tests). */
+  sparesSettled(): Promise<void> {
+    return this.spares.settled();
   }
 
   /**
@@ -194,7 +285,9 @@ export class DevmapperBackend implements Backend {
    * shared pool made by someone else is measured right too.
    */
   freeSpace(): FreeSpace {
-    const t = status(this.poolName).find((x) => x.type === 'thin-pool');
+    // noflush: the figures of the last metadata commit (every create_snap
+    // commits), without making the pool commit again for every Prepare.
+    const t = status(this.poolName, { noflush: true }).find((x) => x.type === 'thin-pool');
     if (!t) throw new InternalError(`device ${this.poolName} has no thin-pool target`);
     const st = parsePoolStatus(t.params);
     const total = t.length * 512;
@@ -205,6 +298,7 @@ export class DevmapperBackend implements Backend {
   }
 
   async close(): Promise<void> {
+    await this.spares.stop();
     if (!this.pool?.owned) return;
     const prefix = `${this.poolName}-`;
     let busy = 0;
@@ -234,6 +328,7 @@ export class DevmapperBackend implements Backend {
    * reboot; an operator can use it before detaching storage.
    */
   async shutdown(): Promise<void> {
+    await this.spares.stop();
     const prefix = `${this.poolName}-`;
     for (const d of listDevices()) {
       if (d.name.startsWith(prefix)) await this.deactivate(d.name);
@@ -249,16 +344,6 @@ export class DevmapperBackend implements Backend {
     return this.pool.path;
   }
 
-  // originOf is the committed row a new snapshot is made from.
-  private originOf(snap: BackendSnapshot): DeviceRow & { deviceName: string } {
-    const id = snap.parent ? snap.parent.id : BASE_SNAPSHOT_ID;
-    const row = this.store.read((tx) => getDevice(tx, id));
-    if (!row || row.state !== 'ready') {
-      throw new NotFoundError(snap.parent ? `parent snapshot ${id} has no thin device` : 'the base device is not ready');
-    }
-    return { ...row, deviceName: this.deviceName(id) };
-  }
-
   private readyRow(id: number): DeviceRow {
     const row = this.store.read((tx) => getDevice(tx, id));
     if (!row) throw new NotFoundError(`snapshot ${id} has no thin device`);
@@ -266,40 +351,57 @@ export class DevmapperBackend implements Backend {
     return row;
   }
 
-  // makeDevice commits a 'trying' row with a fresh thin id, then runs make
-  // (the pool message). If a shared pool already holds that id, the row is
-  // kept as 'faulty' (the id is not ours to delete) and another is tried.
-  private async makeDevice(snapshotId: number, size: number, readOnly: boolean, make: (thinId: number) => void): Promise<DeviceRow> {
+  // makeDevice commits a 'trying' row with a fresh thin id (spec, run in
+  // that transaction, checks the origin and sizes the device), then runs
+  // make (the pool message). If a shared pool already holds that id, the row
+  // is kept as 'faulty' (the id is not ours to delete) and another is tried.
+  private async makeDevice(
+    snapshotId: number,
+    spec: (tx: Tx) => { size: number; readOnly: boolean; originThin: number | null },
+    make: (thinId: number) => void,
+  ): Promise<DeviceRow> {
     for (let attempt = 0; attempt < ALLOCATE_TRIES; attempt++) {
       const row = this.store.write((tx) => {
         const old = getDevice(tx, snapshotId);
         if (old) throw new AlreadyExistsError(`snapshot ${snapshotId} already has thin device ${old.thinId} (${old.state})`);
-        return allocateDevice(tx, { snapshotId, size, readOnly, originThin: null });
+        return allocateDevice(tx, { snapshotId, ...spec(tx) });
       });
       try {
         make(row.thinId);
         return row;
       } catch (err) {
         if (!(err instanceof AlreadyExistsError)) throw err;
-        this.log('warn', 'thin id already used in the pool; skipping it', { thinId: row.thinId });
-        this.store.write((tx) => {
-          tx.prepare('UPDATE dm_devices SET snapshot_id = ?, state = ? WHERE snapshot_id = ?').run(-1 - row.thinId, 'faulty', snapshotId);
-        });
+        this.markFaulty(row);
       }
     }
     throw new InternalError(`could not find a free thin id in pool ${this.poolName} after ${ALLOCATE_TRIES} tries`);
   }
 
+  // markFaulty keeps a row whose thin id a shared pool already holds under
+  // a key no snapshot uses, so the id is never picked (or deleted) again.
+  private markFaulty(row: DeviceRow): void {
+    this.log('warn', 'thin id already used in the pool; skipping it', { thinId: row.thinId });
+    this.store.write((tx) => {
+      tx.prepare('UPDATE dm_devices SET snapshot_id = ?, state = ? WHERE snapshot_id = ?').run(-1 - row.thinId, 'faulty', row.snapshotId);
+    });
+  }
+
   // snapshotThin sends create_snap; an active origin must be suspended
-  // around it so its data is consistent (committed parents are inactive).
-  private snapshotThin(thinId: number, origin: DeviceRow & { deviceName: string }): void {
-    const info = deviceInfo(origin.deviceName);
+  // around it so its data is consistent. Committed parents are inactive
+  // unless mayBeActive says otherwise, and only those are asked.
+  private snapshotThin(thinId: number, origin: DeviceRow): void {
+    if (!this.mayBeActive.has(origin.snapshotId)) {
+      createSnap(this.poolName, thinId, origin.thinId);
+      return;
+    }
+    const deviceName = this.deviceName(origin.snapshotId);
+    const info = deviceInfo(deviceName);
     const active = info?.activeTable === true && !info.suspended;
-    if (active) suspend(origin.deviceName);
+    if (active) suspend(deviceName);
     try {
       createSnap(this.poolName, thinId, origin.thinId);
     } finally {
-      if (active) resume(origin.deviceName);
+      if (active) resume(deviceName);
     }
   }
 
@@ -347,6 +449,7 @@ export class DevmapperBackend implements Backend {
     }
     crashPoint('remove:after-delete-thin');
     this.store.write((tx) => deleteDevice(tx, row.snapshotId));
+    this.mayBeActive.delete(row.snapshotId);
   }
 
   private measure(name: string): { mapped: number; inodes: number } {
@@ -382,7 +485,7 @@ export class DevmapperBackend implements Backend {
     if (existing) await this.release(existing);
     const name = this.deviceName(BASE_SNAPSHOT_ID);
     await this.deactivate(name);
-    const row = await this.makeDevice(BASE_SNAPSHOT_ID, this.cfg.baseSize, false, (thinId) => createThin(this.poolName, thinId));
+    const row = await this.makeDevice(BASE_SNAPSHOT_ID, () => ({ size: this.cfg.baseSize, readOnly: false, originThin: null }), (thinId) => createThin(this.poolName, thinId));
     faultPoint('devmapper:base:after-thin');
     await this.activateRow(row);
     try {

@@ -6,12 +6,12 @@ import type { MetaStore } from '../../storage/metastore.js';
 import type { CoreLogger } from '../../core/snapshotter.js';
 import type { BackendModule, BackendSettings } from '../registry.js';
 import { DevmapperBackend } from './devmapper.js';
-import { withDefaults, type DevmapperConfig } from './config.js';
+import { WARM_SPARES_ENV, withDefaults, type DevmapperConfig } from './config.js';
 import { devmapperMigrations } from './devices.js';
 
 export { DevmapperBackend } from './devmapper.js';
 export { devmapperMigrations } from './devices.js';
-export { withDefaults, validate, poolNameOf, defaultMetadataSize, type DevmapperConfig } from './config.js';
+export { withDefaults, validate, poolNameOf, defaultMetadataSize, DEFAULT_WARM_SPARES, WARM_SPARES_ENV, type DevmapperConfig } from './config.js';
 
 /** createDevmapperBackend builds a devmapper backend; the store must include devmapperMigrations. */
 export function createDevmapperBackend(config: DevmapperConfig, store: MetaStore, log?: CoreLogger): Backend {
@@ -28,6 +28,7 @@ export function devmapperConfigFrom(s: BackendSettings): DevmapperConfig {
     baseSize: s.baseSize,
     discardOnRemove: s.discardOnRemove,
     mountOptions: s.mountOptions,
+    warmSpares: process.env[WARM_SPARES_ENV] ? Number(process.env[WARM_SPARES_ENV]) : undefined,
   });
 }
 
