@@ -23,17 +23,22 @@ function lib(): string {
 /** Param is one typed argument of a C call. */
 export type Param = { type: ffi.DataType; value: unknown };
 
+/** Raw is what ffi-rs returns for a call made with errno: true. */
+type Raw = { value: number | bigint; errnoCode: number };
+
+/** options builds the ffi-rs call description shared by the sync and async paths. */
+function options(funcName: string, retType: ffi.DataType, params: Param[]) {
+  return { library: lib(), funcName, retType, paramsType: params.map((p) => p.type), paramsValue: params.map((p) => p.value), errno: true as const };
+}
+
+/** settle turns a raw result into value and errno (64-bit returns come back as bigint). */
+function settle(r: Raw): { value: number; errno: number } {
+  return { value: typeof r.value === 'bigint' ? Number(r.value) : r.value, errno: r.errnoCode };
+}
+
 /** callRaw calls funcName and returns its value and errno without judging them. */
 export function callRaw(funcName: string, retType: ffi.DataType, params: Param[]): { value: number; errno: number } {
-  const r = load({
-    library: lib(),
-    funcName,
-    retType,
-    paramsType: params.map((p) => p.type),
-    paramsValue: params.map((p) => p.value),
-    errno: true,
-  }) as unknown as { value: number | bigint; errnoCode: number };
-  return { value: typeof r.value === 'bigint' ? Number(r.value) : r.value, errno: r.errnoCode };
+  return settle(load(options(funcName, retType, params)) as unknown as Raw);
 }
 
 /** syscall calls funcName and throws ErrnoError(name, errno, detail) when it returns a negative value. */
@@ -49,18 +54,9 @@ export function syscall(funcName: string, retType: ffi.DataType, params: Param[]
  * still passed by pointer, so the caller must not touch them until it settles.
  */
 export async function syscallAsync(funcName: string, retType: ffi.DataType, params: Param[], detail?: string, name = funcName): Promise<number> {
-  const r = (await load({
-    library: lib(),
-    funcName,
-    retType,
-    paramsType: params.map((p) => p.type),
-    paramsValue: params.map((p) => p.value),
-    errno: true,
-    runInNewThread: true,
-  })) as unknown as { value: number | bigint; errnoCode: number };
-  const value = typeof r.value === 'bigint' ? Number(r.value) : r.value;
-  if (value < 0) throw new ErrnoError(name, r.errnoCode, detail);
-  return value;
+  const r = settle((await load({ ...options(funcName, retType, params), runInNewThread: true })) as unknown as Raw);
+  if (r.value < 0) throw new ErrnoError(name, r.errno, detail);
+  return r.value;
 }
 
 /** i32 is a C int argument. */
