@@ -24,11 +24,12 @@ import {
 import { isErrno } from '../../ffi/errno.js';
 import { parseFilters } from '../snapshots/filters.js';
 import { validateKey } from '../snapshots/keys.js';
-import { LABEL_SNAPSHOT_REF, parseSizeLabel, validateLabels } from '../snapshots/labels.js';
+import { LABEL_SEED, LABEL_SNAPSHOT_REF, parseSizeLabel, validateLabels } from '../snapshots/labels.js';
 import type { Mount } from '../snapshots/mount.js';
 import { Kind, type Info, type SnapshotOpts, type Snapshotter, type Usage } from '../snapshots/snapshotter.js';
 import type { MetaStore } from '../storage/metastore.js';
 import { SnapshotRows, now, type SnapshotRow } from '../storage/snapshots.js';
+import { Gate } from './gate.js';
 import { KeyLock } from './keylock.js';
 import { faultPoint } from './faults.js';
 import { checkSpace, DEFAULT_MIN_FREE, type MinFree } from './space.js';
@@ -54,6 +55,8 @@ const WALK_PAGE = 500;
 export class CoreSnapshotter implements Snapshotter {
   private readonly rows: SnapshotRows;
   private readonly locks = new KeyLock();
+  /** gate keeps Cleanup's sweep apart from operations that make or drop storage. */
+  private readonly gate = new Gate();
   private readonly log: CoreLogger;
   private closed = false;
   private minFree: MinFree = DEFAULT_MIN_FREE;
@@ -158,7 +161,7 @@ export class CoreSnapshotter implements Snapshotter {
     validateKey(name, 'name');
     validateKey(key);
     validateLabels(opts?.labels);
-    await this.locks.run([key, name], async () => {
+    await this.gate.shared(() => this.locks.run([key, name], async () => {
       const row = this.store.read(() => this.checkCommit(name, key));
       const usage = await this.wrap(() => this.backend.commit(this.toBackend(row)));
       faultPoint('core:commit:after-backend');
@@ -168,18 +171,23 @@ export class CoreSnapshotter implements Snapshotter {
         this.rows.writeLabels(again.id, opts?.labels ?? {});
       });
       faultPoint('core:commit:after-tx');
-    });
+    }));
   }
 
   async remove(key: string): Promise<void> {
     validateKey(key);
-    await this.locks.run([key], async () => {
+    await this.gate.shared(() => this.locks.run([key], async () => {
       let detached: BackendSnapshot | undefined;
       try {
         this.store.write((tx) => {
           const row = this.mustGet(key);
           if (this.rows.hasChildren(row.id)) {
             throw new FailedPreconditionError(`cannot remove snapshot ${key} with child`);
+          }
+          if (row.kind === Kind.Committed && this.rows.labels(row.id)[LABEL_SEED] !== undefined) {
+            throw new FailedPreconditionError(
+              `snapshot ${key} was seeded by tsblock import and no unpack has used it yet; "tsblock rm" removes it`,
+            );
           }
           this.rows.delete(row.id);
           const snap = this.toBackend(row);
@@ -201,7 +209,7 @@ export class CoreSnapshotter implements Snapshotter {
         // cleanup() reclaims. containerd's GC must not be stopped by it.
         this.log('warn', 'snapshot removed, storage left for cleanup', { key, id: snap.id, error: errorMessage(err) });
       }
-    });
+    }));
   }
 
   async walk(fn: (info: Info) => void | Promise<void>, filters: string[] = []): Promise<void> {
@@ -221,10 +229,14 @@ export class CoreSnapshotter implements Snapshotter {
   }
 
   async cleanup(): Promise<void> {
-    const live = this.store.read(() => this.rows.allIds());
-    const report = await this.wrap(() => this.backend.cleanup(live));
-    faultPoint('core:cleanup:after-backend');
-    if (report.removed.length > 0) this.log('info', 'cleanup reclaimed storage', { removed: report.removed });
+    // Exclusive: the live set read here stays true until the sweep is done
+    // (a Prepare running meanwhile would otherwise lose its new storage).
+    await this.gate.exclusive(async () => {
+      const live = this.store.read(() => this.rows.allIds());
+      const report = await this.wrap(() => this.backend.cleanup(live));
+      faultPoint('core:cleanup:after-backend');
+      if (report.removed.length > 0) this.log('info', 'cleanup reclaimed storage', { removed: report.removed });
+    });
   }
 
   async close(): Promise<void> {
@@ -248,8 +260,8 @@ export class CoreSnapshotter implements Snapshotter {
     // nothing; an active snapshot is where containers write, so it is the one
     // refused when the storage is below the reserve.
     if (kind === Kind.Active && this.backend.freeSpace) checkSpace(await this.backend.freeSpace(), this.minFree);
-    return this.locks.run([key], async () => {
-      const row = this.store.write(() => {
+    return this.gate.shared(() => this.locks.run([key], async () => {
+      const made = this.store.write((): SnapshotRow | { claimed: string } => {
         if (this.rows.get(key)) throw new AlreadyExistsError(`snapshot ${key}: already exists`);
         let parentId: number | null = null;
         if (parent !== '') {
@@ -260,10 +272,13 @@ export class CoreSnapshotter implements Snapshotter {
           }
           parentId = p.id;
         }
-        this.checkTarget(opts?.labels?.[LABEL_SNAPSHOT_REF], parentId);
+        const target = this.findTarget(opts?.labels, parentId);
+        if (target !== undefined) return { claimed: target };
         const id = this.rows.insert({ key, parentId, kind, state: 'creating', labels: opts?.labels ?? {}, at: now() });
         return this.rows.getById(id)!;
       });
+      if ('claimed' in made) throw new AlreadyExistsError(`target snapshot ${JSON.stringify(made.claimed)}: already exists`);
+      const row = made;
       faultPoint('core:create:after-insert');
       const snap: BackendSnapshot = { ...this.toBackend(row), sizeBytes };
       try {
@@ -276,7 +291,7 @@ export class CoreSnapshotter implements Snapshotter {
         await this.undoCreate(snap, err);
         throw err;
       }
-    });
+    }));
   }
 
   private async undoCreate(snap: BackendSnapshot, cause: unknown): Promise<void> {
@@ -290,16 +305,27 @@ export class CoreSnapshotter implements Snapshotter {
   }
 
   /**
-   * checkTarget implements containerd's remote-snapshot protocol: when Prepare
+   * findTarget implements containerd's remote-snapshot protocol: when Prepare
    * carries containerd.io/snapshot.ref=<chainID> and a committed snapshot with
    * that label and the same parent exists (e.g. seeded by `tsblock import`),
-   * answer AlreadyExists; containerd then finds it with Walk and uses it
-   * instead of unpacking the layer again.
+   * the caller answers AlreadyExists; containerd then finds it with Walk and
+   * adopts it instead of unpacking the layer again. Adoption is when a seed
+   * becomes containerd's: its LABEL_SEED mark is dropped (in the caller's
+   * transaction), unless this Prepare is itself an import's.
    */
-  private checkTarget(target: string | undefined, parentId: number | null): void {
-    if (!target) return;
+  private findTarget(labels: Record<string, string> | undefined, parentId: number | null): string | undefined {
+    const target = labels?.[LABEL_SNAPSHOT_REF];
+    if (!target) return undefined;
     const found = this.rows.findCommittedByRef(LABEL_SNAPSHOT_REF, target, parentId);
-    if (found) throw new AlreadyExistsError(`target snapshot ${JSON.stringify(target)}: already exists`);
+    if (!found) return undefined;
+    if (labels?.[LABEL_SEED] === undefined) {
+      const current = this.rows.labels(found.id);
+      if (current[LABEL_SEED] !== undefined) {
+        delete current[LABEL_SEED];
+        this.rows.writeLabels(found.id, current);
+      }
+    }
+    return target;
   }
 
   private checkCommit(name: string, key: string): SnapshotRow {

@@ -16,7 +16,7 @@ import { isFdAddress, listenOnFd, resolveFd, type PassedFd } from './activation.
 import type { BackendSettings } from '../backends/registry.js';
 import { loadSnapshotsService, snapshotsHandlers } from '../server/service.js';
 import { diffHandlers, loadDiffService } from '../server/diff-service.js';
-import { listenUnix, shutdownServer } from '../server/listen.js';
+import { ensureSocketFree, listenUnix, shutdownServer } from '../server/listen.js';
 import { errorMessage } from '../errdefs.js';
 import { instrumentHandlers } from '../metrics/instrument.js';
 import type { MetricsTarget, TsblockMetrics } from '../metrics/metrics.js';
@@ -52,6 +52,9 @@ export async function startDaemon(opts: ServeOptions, log: Logger, extras: Daemo
   const started = Date.now();
   const name = opts.name ?? 'tsblock';
   const ilog = log.child({ snapshotter: name });
+  const activated = isFdAddress(opts.socket);
+  // Refuse a live socket before making a base image or bringing up a pool.
+  if (!activated) await ensureSocketFree(opts.socket);
   const opened = await openSnapshotter(opts, coreLogger(ilog));
   // Apply/Diff mount snapshots under <root>/mnt; a crash mid-apply left them mounted.
   const temp = sweepTempMounts(opts.root);
@@ -64,7 +67,6 @@ export async function startDaemon(opts: ServeOptions, log: Logger, extras: Daemo
     loadDiffService(),
     instrumentHandlers(diffHandlers({ blobDir: join(opts.root, 'content'), mountParent: temp.dir }, (rec) => ilog.warn(rec, 'diff rpc failed')), name, extras.metrics, ilog),
   );
-  const activated = isFdAddress(opts.socket);
   let acceptor: NetServer | undefined;
   try {
     if (activated) acceptor = await listenOnFd(server, resolveFd(opts.socket, extras.passedFds ?? []));

@@ -1,10 +1,12 @@
 // importer unpacks every image of an OCI layout into committed snapshots
 // named by chain ID, bottom layer first, skipping chains already present,
-// and reports progress per layer (see progress.ts for the rendering).
+// and reports progress per layer (rendered by cli/commands/import.ts). Each
+// new snapshot carries LABEL_SEED until containerd adopts it.
 
 import fs from 'node:fs';
 import type { ApplyResult } from '../apply/applier.js';
 import { unpackLayer, type MountApplyOptions, type UnpackTarget } from '../apply/unpack.js';
+import { LABEL_SEED } from '../snapshots/labels.js';
 import type { Image, ImageLayer } from './oci.js';
 
 /** LayerEvent is reported once per layer, after it was applied or found present. */
@@ -48,7 +50,12 @@ export async function importImages(sn: UnpackTarget, images: Image[], opts: Impo
       const t = Date.now();
       const r = await unpackLayer(
         sn,
-        { parent, chainId: layer.chainId, diffId: layer.diffId, mediaType: layer.descriptor.mediaType, open: () => fs.createReadStream(layer.blobPath, { highWaterMark: 1 << 20 }) },
+        {
+          parent, chainId: layer.chainId, diffId: layer.diffId, mediaType: layer.descriptor.mediaType,
+          open: () => fs.createReadStream(layer.blobPath, { highWaterMark: 1 << 20 }),
+          // kept from containerd's GC until an unpack adopts it (see LABEL_SEED)
+          labels: { [LABEL_SEED]: img.name || 'import' },
+        },
         applyOpts,
       );
       if (r.skipped) sum.skipped++;

@@ -102,35 +102,28 @@ export class TsblockMetrics {
         }
       },
     });
-    const poolData = new Gauge({
-      name: 'tsblock_pool_data_bytes',
-      help: 'devmapper thin-pool data space, used and total.',
-      labelNames: ['snapshotter', 'pool', 'state'],
-      registers,
-    });
-    new Gauge({
-      name: 'tsblock_pool_metadata_bytes',
-      help: 'devmapper thin-pool metadata space, used and total.',
-      labelNames: ['snapshotter', 'pool', 'state'],
-      registers,
-      async collect() {
-        this.reset();
-        poolData.reset();
-        for (const t of targets) {
-          if (t.instance.backend !== 'devmapper') continue;
-          try {
-            const p = await poolSpace(t.instance);
-            const l = { snapshotter: t.instance.name, pool: p.pool };
-            poolData.set({ ...l, state: 'used' }, p.dataUsedBytes);
-            poolData.set({ ...l, state: 'total' }, p.dataTotalBytes);
-            this.set({ ...l, state: 'used' }, p.metadataUsedBytes);
-            this.set({ ...l, state: 'total' }, p.metadataTotalBytes);
-          } catch {
-            // pool gone or no device-mapper: the daemon logs that; a scrape must not fail
+    // Data and metadata come from one pool status per scrape, read by whichever
+    // gauge prom-client collects first.
+    const pools = perScrape(() => readPools(targets));
+    for (const [name, what, used, total] of [
+      ['tsblock_pool_data_bytes', 'data', 'dataUsedBytes', 'dataTotalBytes'],
+      ['tsblock_pool_metadata_bytes', 'metadata', 'metadataUsedBytes', 'metadataTotalBytes'],
+    ] as const) {
+      new Gauge({
+        name,
+        help: `devmapper thin-pool ${what} space, used and total.`,
+        labelNames: ['snapshotter', 'pool', 'state'],
+        registers,
+        async collect() {
+          this.reset();
+          for (const { snapshotter, space } of await pools()) {
+            const l = { snapshotter, pool: space.pool };
+            this.set({ ...l, state: 'used' }, space[used]);
+            this.set({ ...l, state: 'total' }, space[total]);
           }
-        }
-      },
-    });
+        },
+      });
+    }
     if (opts.processMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: 'tsblock_' });
   }
 
@@ -149,6 +142,39 @@ export class TsblockMetrics {
     const i = this.targets.indexOf(t);
     if (i >= 0) this.targets.splice(i, 1);
   }
+}
+
+type PoolSpace = Awaited<ReturnType<typeof poolSpace>>;
+
+/** readPools reads every devmapper target's pool; a pool that cannot be read is left out. */
+async function readPools(targets: readonly MetricsTarget[]): Promise<Array<{ snapshotter: string; space: PoolSpace }>> {
+  const out: Array<{ snapshotter: string; space: PoolSpace }> = [];
+  for (const t of targets) {
+    if (t.instance.backend !== 'devmapper') continue;
+    try {
+      out.push({ snapshotter: t.instance.name, space: await poolSpace(t.instance) });
+    } catch {
+      // pool gone or no device-mapper: the daemon logs that; a scrape must not fail
+    }
+  }
+  return out;
+}
+
+/**
+ * perScrape memoises fn for the length of one scrape: prom-client calls the
+ * gauges' collect() one after another, within a few milliseconds.
+ */
+function perScrape<T>(fn: () => T, ttlMs = 250): () => T {
+  let at = -Infinity;
+  let value: T;
+  return () => {
+    const t = performance.now();
+    if (t - at > ttlMs) {
+      value = fn();
+      at = t;
+    }
+    return value;
+  };
 }
 
 function safeList(t: MetricsTarget) {

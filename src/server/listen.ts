@@ -3,9 +3,9 @@
 // one root would corrupt it), but do replace the stale socket a crash left
 // behind, and leave the socket readable only by root (and one group).
 
-import { chmod, chown, lstat, mkdir, unlink } from 'node:fs/promises';
+import { chmod, chown, lstat, mkdir, mkdtemp, rename, rmdir, unlink } from 'node:fs/promises';
 import { connect } from 'node:net';
-import { dirname } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { FailedPreconditionError, UnavailableError } from '../errdefs.js';
 
@@ -21,16 +21,33 @@ export interface ListenOptions {
  * FailedPreconditionError (we never delete what we did not create).
  */
 export async function listenUnix(server: grpc.Server, socketPath: string, opts: ListenOptions = {}): Promise<void> {
-  // TODO(lead): accept `fd://` addresses (systemd socket activation, as soci does).
   await clearStaleSocket(socketPath);
   await mkdir(dirname(socketPath), { recursive: true, mode: 0o755 });
-  await new Promise<void>((resolve, reject) => {
-    server.bindAsync(`unix://${socketPath}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve()));
-  });
-  // The window between bind and chmod only ever widens nothing: the socket is
-  // created under the process umask, and we narrow or set it right away.
-  await chmod(socketPath, opts.mode ?? 0o660);
-  if (opts.gid !== undefined) await chown(socketPath, -1, opts.gid);
+  // Bind inside a private 0700 directory, narrow the socket's mode and group
+  // there, then rename it into place: at no moment does the public path name
+  // a socket anyone could connect to under a loose umask. A listening unix
+  // socket follows its inode, so it keeps accepting under the new name.
+  const priv = await mkdtemp(join(dirname(socketPath), `.${basename(socketPath)}.bind-`));
+  const tmp = join(priv, 's');
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.bindAsync(`unix://${tmp}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve()));
+    });
+    await chmod(tmp, opts.mode ?? 0o660);
+    if (opts.gid !== undefined) await chown(tmp, -1, opts.gid);
+    await rename(tmp, socketPath);
+  } finally {
+    await unlink(tmp).catch(() => {});
+    await rmdir(priv).catch(() => {});
+  }
+}
+
+/**
+ * ensureSocketFree fails like listenUnix would when another server answers on
+ * socketPath (or a non-socket file is there), before any storage is opened.
+ */
+export async function ensureSocketFree(socketPath: string): Promise<void> {
+  await clearStaleSocket(socketPath);
 }
 
 /** clearStaleSocket removes a socket file nobody listens on; see listenUnix for the other cases. */

@@ -12,6 +12,17 @@ export const MAX_LABELS = 1024;
 /** LABEL_SNAPSHOT_REF names the committed snapshot (chain ID) an unpack is about to create. */
 export const LABEL_SNAPSHOT_REF = 'containerd.io/snapshot.ref';
 
+/**
+ * LABEL_SEED marks a committed snapshot `tsblock import` made that containerd
+ * has not adopted yet. containerd 1.6's metadata GC removes every backend
+ * snapshot its own database does not list (metadata/snapshot.go
+ * garbageCollect), which a seed is until an unpack's Prepare finds it by
+ * containerd.io/snapshot.ref. Remove refuses a marked snapshot with
+ * FailedPrecondition (containerd's GC logs it and goes on); the first Prepare
+ * that finds it by its ref clears the mark; `tsblock rm` clears it and removes.
+ */
+export const LABEL_SEED = 'tsblock.io/seed';
+
 /** LABEL_MAX_SIZE asks for a snapshot's virtual size in bytes (containerd.io/snapshot/max-size). */
 export const LABEL_MAX_SIZE = 'containerd.io/snapshot/max-size';
 

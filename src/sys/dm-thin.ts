@@ -119,9 +119,20 @@ export function thinStatus(name: string): ThinStatus {
   return parseThinStatus(t.params);
 }
 
+/**
+ * POOL_FEATURES are the thin-pool features of a pool tsblock owns:
+ *   error_if_no_space: a full pool fails writes at once (the container sees
+ *     ENOSPC/EIO) instead of queueing every volume's I/O for 60 s;
+ *   block zeroing stays on (no skip_block_zeroing): a newly provisioned block
+ *     that is only partly written reads zeros in the rest, never data of a
+ *     removed snapshot (a Kata/Firecracker guest reads its raw device).
+ */
+export const POOL_FEATURES = ['error_if_no_space'] as const;
+
 /** thinPoolTable is the one-line table of a thin-pool over metadata and data devices. */
 export function thinPoolTable(metaDev: string, dataDev: string, dataSectors: number, blockSectors: number, lowWaterBlocks: number): { start: number; length: number; type: string; params: string } {
-  return { start: 0, length: dataSectors, type: 'thin-pool', params: `${metaDev} ${dataDev} ${blockSectors} ${lowWaterBlocks} 1 skip_block_zeroing` };
+  const features = `${POOL_FEATURES.length} ${POOL_FEATURES.join(' ')}`;
+  return { start: 0, length: dataSectors, type: 'thin-pool', params: `${metaDev} ${dataDev} ${blockSectors} ${lowWaterBlocks} ${features}` };
 }
 
 /** thinTable is the one-line table of thin device `thinId` of `poolDev`, `sectors` long. */

@@ -8,6 +8,7 @@
 // usage / gc / import / diff under the root's lock (the CLI brings the pool
 // up and takes it down again).
 
+import { createServer } from 'node:net';
 import { createReadStream, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
@@ -31,12 +32,23 @@ import { withTempMount } from '../../src/sys/mount.js';
 import { loopsUnder } from '../helpers/leaks.js';
 import { buildTar, diffIdOf, file } from '../fixtures/layers/build.js';
 import { writeLayoutArchive } from '../fixtures/layers/oci.js';
-import { capture } from '../integration/cli/helpers.js';
+import { capture, parseProm, sample } from '../integration/cli/helpers.js';
 import { activeSnapDevices, opsSkipReason, startDmServer, stopDmServer, waitFor, type DmServer } from './ops-helpers.js';
 import { removeDevicesWithPrefix } from './helpers.js';
 import { CLI } from './serve-helpers.js';
 
 const MiB = 1024 ** 2;
+
+/** freePort asks the kernel for a loopback port nobody holds. */
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer().once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as { port: number };
+      srv.close(() => resolve(port));
+    });
+  });
+}
 const why = opsSkipReason ? ` (skipped: ${opsSkipReason})` : '';
 if (opsSkipReason) console.warn(`devmapper CLI tests skipped: ${opsSkipReason}`);
 
@@ -53,8 +65,10 @@ describe.skipIf(opsSkipReason !== '')(`tsblock CLI verbs on devmapper${why}`, { 
   const f = () => srv().flags;
   const snapDev = new RegExp('^/dev/mapper/tsblock-[0-9a-f]{8}-snap-\\d+$');
 
+  let metricsPort = 0;
   beforeAll(async () => {
-    s = await startDmServer('tsblock-dmcli-');
+    metricsPort = await freePort();
+    s = await startDmServer('tsblock-dmcli-', ['--metrics-address', `127.0.0.1:${metricsPort}`]);
     const c = s.client;
     const write = async (key: string, parent: string, name: string, bytes: number, labels: Record<string, string> = {}) => {
       const m = await c.prepare(key, parent, labels);
@@ -130,6 +144,18 @@ describe.skipIf(opsSkipReason !== '')(`tsblock CLI verbs on devmapper${why}`, { 
     const t = capture();
     await usageCommand(f(), t.io);
     expect(t.out()).toMatch(new RegExp(`^pool ${srv().pool}: data .* / 1\\.0 GiB .*metadata .*mode rw$`, 'm'));
+  });
+
+  it('/metrics reports the pool\'s data and metadata space on the first scrape, and snapshots by kind', async () => {
+    const { samples } = parseProm(await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text());
+    const l = { snapshotter: 'tsblock', pool: srv().pool };
+    expect(sample(samples, 'tsblock_pool_data_bytes', { ...l, state: 'total' })?.value).toBe(1024 * MiB);
+    expect(sample(samples, 'tsblock_pool_data_bytes', { ...l, state: 'used' })?.value).toBeGreaterThanOrEqual(6 * MiB);
+    expect(sample(samples, 'tsblock_pool_metadata_bytes', { ...l, state: 'total' })?.value).toBe(64 * MiB);
+    expect(sample(samples, 'tsblock_pool_metadata_bytes', { ...l, state: 'used' })?.value).toBeGreaterThan(0);
+    expect(sample(samples, 'tsblock_snapshots', { snapshotter: 'tsblock', kind: 'committed' })?.value).toBe(2);
+    expect(sample(samples, 'tsblock_snapshots', { snapshotter: 'tsblock', kind: 'active' })?.value).toBe(1);
+    expect(sample(samples, 'tsblock_snapshot_usage_bytes', { snapshotter: 'tsblock', key: 'container-1' })?.value).toBeGreaterThanOrEqual(3 * MiB);
   });
 
   it('pool status shows the live pool; pool create with the daemon running leaves it as it is', async () => {

@@ -58,12 +58,14 @@ export interface DmServer {
   flags: string[];
   proc: ServerProc | undefined;
   client: TestClient;
+  /** metricsArgs are the serve flags given beyond `flags` (not for CLI verbs). */
+  metricsArgs: readonly string[];
   /** leaks lists mounts and loops under dir other than the pool's own loops. */
   leaks(): string[];
 }
 
 /** startDmServer starts `tsblock serve --backend devmapper` on a fresh scratch root. */
-export async function startDmServer(prefix: string): Promise<DmServer> {
+export async function startDmServer(prefix: string, extraArgs: readonly string[] = []): Promise<DmServer> {
   const dir = scratchDir(prefix);
   const root = join(dir, 'root');
   const socket = join(dir, 's.sock');
@@ -75,11 +77,12 @@ export async function startDmServer(prefix: string): Promise<DmServer> {
     log,
     pool: defaultOwnedPoolName(root),
     flags: ['--root', root, '--socket', socket, ...DM_SERVE_ARGS],
+    metricsArgs: extraArgs,
     proc: undefined,
     client: new TestClient(socket, 'tsblock', 'ops'),
     leaks: () => leaksUnder(dir).filter((l) => !isPoolLoop(l)),
   };
-  const r = await ServerProc.start({ root, socket, log, args: DM_SERVE_ARGS, timeoutMs: 300_000 });
+  const r = await ServerProc.start({ root, socket, log, args: [...DM_SERVE_ARGS, ...extraArgs], timeoutMs: 300_000 });
   s.proc = r.proc;
   if (r.state !== 'up') {
     await stopDmServer(s);

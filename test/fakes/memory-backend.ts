@@ -14,6 +14,12 @@ export class MemoryBackend implements Backend {
   readonly stored = new Map<number, 'live' | 'detached'>();
   readonly calls: string[] = [];
   failNext: Partial<Record<'create' | 'commit' | 'destroy' | 'detach', Error>> = {};
+  /**
+   * cleanupStall, when set, is awaited by cleanup() after it has looked at its
+   * storage and before it deletes anything, as a real sweep awaits device
+   * removal: what the core lets run meanwhile is what races the sweep.
+   */
+  cleanupStall: Promise<void> | undefined;
 
   async init(): Promise<void> {
     this.calls.push('init');
@@ -59,7 +65,9 @@ export class MemoryBackend implements Backend {
   }
 
   async cleanup(live: ReadonlySet<number>): Promise<CleanupReport> {
+    this.calls.push('cleanup');
     const removed: string[] = [];
+    if (this.cleanupStall) await this.cleanupStall;
     for (const [id, state] of this.stored) {
       if (state === 'detached' || !live.has(id)) {
         this.stored.delete(id);

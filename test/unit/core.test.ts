@@ -295,6 +295,36 @@ describe('concurrency on one key', () => {
   });
 });
 
+describe('Cleanup against concurrent operations', () => {
+  it('a Prepare, Commit or Remove that races a slow Cleanup sweep keeps its storage', async () => {
+    await sn.prepare('a', '');
+    await sn.commit('base', 'a');
+    await sn.prepare('to-commit', 'base');
+    await sn.prepare('to-remove', 'base');
+    let resume!: () => void;
+    backend.cleanupStall = new Promise<void>((r) => (resume = r));
+    const sweep = sn.cleanup();
+    // Cleanup has read the live ids and is stalled inside the backend's sweep.
+    await new Promise((r) => setImmediate(r));
+    expect(backend.calls.at(-1)).toBe('cleanup');
+    const ops = Promise.all([sn.prepare('during', 'base'), sn.commit('c', 'to-commit'), sn.remove('to-remove')]);
+    await new Promise((r) => setImmediate(r));
+    // None of them may start while the sweep works from its list of live ids.
+    expect(backend.calls.at(-1)).toBe('cleanup');
+    resume();
+    await Promise.all([sweep, ops]);
+    const during = sn.listRows().find((r) => r.key === 'during')!;
+    expect(backend.stored.get(during.id)).toBe('live');
+    expect((await sn.stat('c')).kind).toBe(Kind.Committed);
+    await expectCode(sn.stat('to-remove'), 'not-found');
+    // And the sweep after them finds nothing to reclaim.
+    backend.cleanupStall = undefined;
+    const before = [...backend.stored.keys()].sort();
+    await sn.cleanup();
+    expect([...backend.stored.keys()].sort()).toEqual(before);
+  });
+});
+
 describe('remote snapshot protocol (containerd.io/snapshot.ref)', () => {
   it('Prepare answers AlreadyExists when a committed snapshot with that ref and parent exists', async () => {
     await sn.prepare('x', '');
@@ -309,5 +339,29 @@ describe('remote snapshot protocol (containerd.io/snapshot.ref)', () => {
     const found: Info[] = [];
     await sn.walk((i) => void found.push(i), ['labels."containerd.io/snapshot.ref"==sha256:top,parent=="sha256:base"']);
     expect(found.map((i) => i.name)).toEqual(['sha256:top']);
+  });
+
+  it('a seed from tsblock import survives containerd\'s GC Remove until an unpack adopts it', async () => {
+    const seed = { 'containerd.io/snapshot.ref': 'sha256:seed', 'tsblock.io/seed': 'example.com/img:1' };
+    // tsblock import: extraction with the seed mark, committed with it.
+    await sn.prepare('tsblock-extract-1 sha256:seed', '', { labels: seed });
+    await sn.commit('sha256:seed', 'tsblock-extract-1 sha256:seed', { labels: seed });
+    // containerd's GC (it does not know the seed yet): refused, nothing changes.
+    await expect(sn.remove('sha256:seed')).rejects.toMatchObject({ code: 'failed-precondition', message: /seeded by tsblock import/ });
+    expect((await sn.stat('sha256:seed')).labels).toEqual(seed);
+    // A second import's Prepare with the same ref does not adopt it.
+    await expectCode(sn.prepare('tsblock-extract-2 sha256:seed', '', { labels: seed }), 'already-exists');
+    expect((await sn.stat('sha256:seed')).labels['tsblock.io/seed']).toBe('example.com/img:1');
+    // containerd's unpacker: AlreadyExists, and from now on the snapshot is containerd's.
+    await expectCode(sn.prepare('default/3/extract-9 sha256:seed', '', { labels: { 'containerd.io/snapshot.ref': 'sha256:seed' } }), 'already-exists');
+    expect((await sn.stat('sha256:seed')).labels).toEqual({ 'containerd.io/snapshot.ref': 'sha256:seed' });
+    await sn.remove('sha256:seed');
+    await expectCode(sn.stat('sha256:seed'), 'not-found');
+  });
+
+  it('an active extraction snapshot carrying the seed mark is removable (a failed import cleans up)', async () => {
+    await sn.prepare('tsblock-extract-3 sha256:x', '', { labels: { 'tsblock.io/seed': 'img' } });
+    await sn.remove('tsblock-extract-3 sha256:x');
+    expect(sn.listRows()).toEqual([]);
   });
 });

@@ -7,6 +7,11 @@ import { InvalidArgumentError, errorMessage } from '../../errdefs.js';
 import { CONFIG_HELP, daemonHoldsRoot, daemonSocket, dial, parseVerb, printJson, stdio, unaryCall, type Io } from '../common.js';
 import { withOffline } from '../offline.js';
 import { openReadOnly } from '../../daemon/inspect.js';
+import { LABEL_SEED } from '../../snapshots/labels.js';
+import type { Info } from '../../snapshots/snapshotter.js';
+
+/** SEED_PATH drops a `tsblock import` seed's mark (an explicit rm is the operator's decision). */
+const SEED_PATH = `labels.${LABEL_SEED}`;
 
 /** rmUsage is `tsblock help rm`. */
 export const rmUsage = `usage: tsblock rm KEY… [options]
@@ -14,7 +19,9 @@ export const rmUsage = `usage: tsblock rm KEY… [options]
 Removes snapshots (children first; a snapshot with children is refused).
 containerd normally removes snapshots itself (image and container GC); use
 this for what containerd no longer knows about, e.g. after its metadata was
-reset. Goes through the daemon's socket when it runs, else locks the root.
+reset, and for chains "tsblock import" seeded that no unpack has used yet
+(containerd's GC leaves those alone). Goes through the daemon's socket when
+it runs, else locks the root.
 
 ${CONFIG_HELP}`;
 
@@ -31,6 +38,11 @@ export async function rmCommand(argv: string[], io: Io = stdio): Promise<number>
     try {
       for (const key of p.positionals) {
         try {
+          // Errors here (NotFound) are reported by the Remove that follows.
+          const st = await unaryCall<{ info?: { labels?: Record<string, string> } }>(client, 'Stat', { snapshotter: inst.name, key }).catch(() => undefined);
+          if (st?.info?.labels?.[LABEL_SEED] !== undefined) {
+            await unaryCall(client, 'Update', { snapshotter: inst.name, info: { name: key, labels: {} }, update_mask: { paths: [SEED_PATH] } });
+          }
           await unaryCall(client, 'Remove', { snapshotter: inst.name, key });
           results.push({ key, removed: true });
         } catch (err) {
@@ -44,6 +56,8 @@ export async function rmCommand(argv: string[], io: Io = stdio): Promise<number>
     await withOffline(inst, async (o) => {
       for (const key of p.positionals) {
         try {
+          const st = await o.snapshotter.stat(key).catch(() => undefined);
+          if (st?.labels[LABEL_SEED] !== undefined) await o.snapshotter.update({ ...st, labels: {} } satisfies Info, [SEED_PATH]);
           await o.snapshotter.remove(key);
           results.push({ key, removed: true });
         } catch (err) {

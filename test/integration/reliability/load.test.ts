@@ -7,7 +7,7 @@
 // with what the clients did. A second server on the same root refuses to start.
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, readdirSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { rootReason } from '../../helpers/env.js';
@@ -52,6 +52,9 @@ describe.skipIf(reason)(`concurrency and exclusivity${reason ? ` (skipped: ${rea
     clearTimeout(timer);
     expect(ex.code).toBe(1);
     expect(tail(join(dir, 'third.log'))).toMatch(/another server is listening/);
+    // Refused before it touched storage: no base image, no store on its root.
+    expect(existsSync(join(dir, 'root2', 'blockfile'))).toBe(false);
+    expect(existsSync(join(dir, 'root2', 'metadata.db'))).toBe(false);
     // The first server is unaffected.
     const c = new TestClient(socket());
     await c.prepare('still-works');

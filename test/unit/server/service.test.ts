@@ -1,5 +1,6 @@
 // The gRPC edge under test: real grpc-js server on a unix socket, real client
-// built from the same proto files, over a tiny in-memory Snapshotter.
+// built from the same proto files, over the real snapshotter core (real
+// SQLite store in a temp dir) with the in-memory backend below it.
 
 import { mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { spawnSync } from 'node:child_process';
@@ -8,114 +9,51 @@ import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
-  AlreadyExistsError,
-  FailedPreconditionError,
-  InvalidArgumentError,
-  NotFoundError,
   NotImplementedError,
   ResourceExhaustedError,
   UnavailableError,
 } from '../../../src/errdefs.js';
+import { CoreSnapshotter } from '../../../src/core/snapshotter.js';
 import { listenUnix, shutdownServer } from '../../../src/server/listen.js';
 import { loadSnapshotsService, snapshotsClientConstructor, snapshotsHandlers } from '../../../src/server/service.js';
-import { parseFilters } from '../../../src/snapshots/filters.js';
-import type { Mount } from '../../../src/snapshots/mount.js';
-import { Kind, type Info, type SnapshotOpts, type Snapshotter, type Usage } from '../../../src/snapshots/snapshotter.js';
+import { Kind, type Snapshotter, type Usage } from '../../../src/snapshots/snapshotter.js';
+import { MetaStore } from '../../../src/storage/metastore.js';
+import { MemoryBackend } from '../../fakes/memory-backend.js';
 
-/** MemSnapshotter is just enough of a snapshotter to exercise the service. */
-class MemSnapshotter implements Snapshotter {
-  readonly infos = new Map<string, Info>();
-  clock = { seconds: 1_700_000_000, nanos: 123_456_789 };
-  cleanups = 0;
-  /** failWith makes the next call throw this error (error-mapping tests). */
-  failWith: Error | undefined;
-
-  private now() {
-    this.clock = { seconds: this.clock.seconds + 1, nanos: this.clock.nanos + 1 };
-    return { ...this.clock };
-  }
-  private check(): void {
-    const e = this.failWith;
-    this.failWith = undefined;
-    if (e) throw e;
-  }
-  private get(key: string): Info {
-    const i = this.infos.get(key);
-    if (!i) throw new NotFoundError(`snapshot ${key}: not found`);
-    return i;
-  }
-  private mountsOf(i: Info): Mount[] {
-    return [{ type: 'ext4', source: `/dev/mem/${i.name}`, options: i.kind === Kind.Active ? ['rw'] : ['ro'] }];
-  }
-  private create(kind: Kind, key: string, parent: string, opts?: SnapshotOpts): Mount[] {
-    this.check();
-    if (this.infos.has(key)) throw new AlreadyExistsError(`snapshot ${key}: already exists`);
-    if (parent !== '' && this.get(parent).kind !== Kind.Committed) throw new FailedPreconditionError(`${parent} is not committed`);
-    const t = this.now();
-    const info: Info = { kind, name: key, parent, labels: { ...opts?.labels }, created: t, updated: t };
-    this.infos.set(key, info);
-    return this.mountsOf(info);
-  }
-  async stat(key: string) {
-    this.check();
-    return this.get(key);
-  }
-  async update(info: Info, fieldpaths?: string[]) {
-    this.check();
-    const cur = this.get(info.name);
-    const labels = { ...cur.labels };
-    if (!fieldpaths) Object.assign(labels, info.labels);
-    for (const p of fieldpaths ?? []) {
-      if (p === 'labels') Object.assign(labels, info.labels);
-      else if (p.startsWith('labels.')) {
-        const k = p.slice('labels.'.length);
-        if (k in info.labels) labels[k] = info.labels[k]!;
-        else delete labels[k];
-      } else throw new InvalidArgumentError(`cannot update ${p}`);
-    }
-    const next = { ...cur, labels, updated: this.now() };
-    this.infos.set(cur.name, next);
-    return next;
-  }
-  async usage(key: string): Promise<Usage> {
-    this.check();
-    this.get(key);
+/**
+ * UsageBackend is the in-memory backend with a usage beyond 2^32, to check
+ * the 64-bit fields; the core above it is the real one.
+ */
+class UsageBackend extends MemoryBackend {
+  override async usage(): Promise<Usage> {
     return { size: 2 ** 40 + 5, inodes: 42 };
   }
-  async mounts(key: string) {
-    this.check();
-    return this.mountsOf(this.get(key));
-  }
-  async prepare(key: string, parent: string, opts?: SnapshotOpts) {
-    return this.create(Kind.Active, key, parent, opts);
-  }
-  async view(key: string, parent: string, opts?: SnapshotOpts) {
-    return this.create(Kind.View, key, parent, opts);
-  }
-  async commit(name: string, key: string, opts?: SnapshotOpts) {
-    this.check();
-    const a = this.get(key);
-    if (a.kind !== Kind.Active) throw new FailedPreconditionError(`${key} is not active`);
-    if (this.infos.has(name)) throw new AlreadyExistsError(`snapshot ${name}: already exists`);
-    this.infos.delete(key);
-    this.infos.set(name, { ...a, name, kind: Kind.Committed, labels: { ...a.labels, ...opts?.labels }, updated: this.now() });
-  }
-  async remove(key: string) {
-    this.check();
-    this.get(key);
-    for (const i of this.infos.values()) if (i.parent === key) throw new FailedPreconditionError(`${key} has children`);
-    this.infos.delete(key);
-  }
-  async walk(fn: (info: Info) => void | Promise<void>, filters?: string[]) {
-    this.check();
-    const match = parseFilters(filters ?? []);
-    for (const i of [...this.infos.values()]) if (match(i)) await fn(i);
-  }
-  async cleanup() {
-    this.check();
-    this.cleanups++;
-  }
-  async close() {}
+}
+
+/**
+ * failing wraps the real core so that the next call throws `failWith`
+ * (errors a backend or the kernel would raise), and counts Cleanup calls.
+ */
+function failing(core: CoreSnapshotter): Snapshotter & { failWith?: Error; cleanups: number } {
+  const state = { failWith: undefined as Error | undefined, cleanups: 0 };
+  return new Proxy(core as unknown as Snapshotter & typeof state, {
+    get(target, prop, receiver) {
+      if (prop === 'failWith' || prop === 'cleanups') return state[prop];
+      const v = Reflect.get(target, prop, receiver);
+      if (typeof v !== 'function') return v;
+      return (...args: unknown[]) => {
+        if (prop === 'cleanup') state.cleanups++;
+        const e = state.failWith;
+        state.failWith = undefined;
+        if (e) return Promise.reject(e);
+        return v.apply(target, args);
+      };
+    },
+    set(_target, prop, value) {
+      if (prop === 'failWith') state.failWith = value;
+      return true;
+    },
+  });
 }
 
 type Client = grpc.Client & Record<string, any>;
@@ -149,14 +87,18 @@ async function expectCode(p: Promise<unknown>, code: grpc.status, details?: RegE
 let dir: string;
 let server: grpc.Server;
 let client: Client;
-let sn: MemSnapshotter;
+let core: CoreSnapshotter;
+let backend: UsageBackend;
+let sn: ReturnType<typeof failing>;
 let logged: any[];
 let socket: string;
 
 beforeEach(async () => {
   dir = await mkdtemp(join(tmpdir(), 'tsblock-svc-'));
   socket = join(dir, 'run', 'tsblock.sock');
-  sn = new MemSnapshotter();
+  backend = new UsageBackend();
+  core = await CoreSnapshotter.open({ store: new MetaStore(join(dir, 'metadata.db')), backend });
+  sn = failing(core);
   logged = [];
   server = new grpc.Server();
   server.addService(loadSnapshotsService(), snapshotsHandlers(sn, (l) => logged.push(l)));
@@ -168,6 +110,7 @@ beforeEach(async () => {
 afterEach(async () => {
   client?.close();
   if (server) await shutdownServer(server, 1000);
+  await core?.close();
   await rm(dir, { recursive: true, force: true });
 });
 
@@ -182,29 +125,36 @@ describe('Snapshots service over a unix socket', () => {
   it('runs the prepare → commit → view → remove lifecycle', async () => {
     const labels = { 'containerd.io/gc.root': 'x', 'containerd.io/snapshot.ref': 'sha256:abc' };
     const p = await call(client, 'Prepare', { snapshotter: 'tsblock', key: 'extract-1', parent: '', labels });
-    expect(p.mounts).toEqual([{ type: 'ext4', source: '/dev/mem/extract-1', target: '', options: ['rw'] }]);
+    expect(p.mounts).toEqual([{ type: 'ext4', source: 'mem:1', target: '', options: ['rw'] }]);
 
     const m = await call(client, 'Mounts', { snapshotter: 'tsblock', key: 'extract-1' });
     expect(m.mounts).toEqual(p.mounts);
 
     await call(client, 'Commit', { snapshotter: 'tsblock', name: 'layer-1', key: 'extract-1', labels: { extra: 'y' } });
     const st = await call(client, 'Stat', { snapshotter: 'tsblock', key: 'layer-1' });
-    expect(st.info).toMatchObject({ name: 'layer-1', parent: '', kind: Kind.Committed, labels: { ...labels, extra: 'y' } });
+    // As containerd's metastore: the committed snapshot carries Commit's labels.
+    expect(st.info).toMatchObject({ name: 'layer-1', parent: '', kind: Kind.Committed, labels: { extra: 'y' } });
 
     const v = await call(client, 'View', { snapshotter: 'tsblock', key: 'view-1', parent: 'layer-1', labels: {} });
     expect(v.mounts[0].options).toEqual(['ro']);
     expect((await call(client, 'Stat', { key: 'view-1' })).info).toMatchObject({ kind: Kind.View, parent: 'layer-1' });
 
-    await expectCode(call(client, 'Remove', { key: 'layer-1' }), grpc.status.FAILED_PRECONDITION, /has children/);
+    await expectCode(call(client, 'Remove', { key: 'layer-1' }), grpc.status.FAILED_PRECONDITION, /with child/);
     await call(client, 'Remove', { snapshotter: 'tsblock', key: 'view-1' });
     await call(client, 'Remove', { snapshotter: 'tsblock', key: 'layer-1' });
-    expect(sn.infos.size).toBe(0);
+    expect(core.listRows()).toEqual([]);
+    expect(backend.stored.size).toBe(0);
   });
 
   it('round-trips timestamps with nanoseconds', async () => {
+    const t0 = Date.now() / 1000;
     await call(client, 'Prepare', { key: 'a', parent: '' });
     const { info } = await call(client, 'Stat', { key: 'a' });
-    expect(info.created_at).toEqual({ seconds: 1_700_000_001, nanos: 123_456_790 });
+    const direct = await core.stat('a');
+    expect(info.created_at).toEqual({ seconds: direct.created.seconds, nanos: direct.created.nanos });
+    expect(info.created_at.nanos % 1000).toBe(0);
+    expect(info.created_at.nanos).toBeGreaterThan(0);
+    expect(info.created_at.seconds).toBeGreaterThanOrEqual(Math.floor(t0));
     expect(info.updated_at).toEqual(info.created_at);
   });
 
@@ -212,7 +162,9 @@ describe('Snapshots service over a unix socket', () => {
     const labels: Record<string, string> = { 'containerd.io/gc.ref.snapshot.tsblock/0': 'é∂ unicode', empty: '' };
     for (let i = 0; i < 50; i++) labels[`k${i}`] = 'v'.repeat(4000);
     await call(client, 'Prepare', { key: 'l', parent: '', labels });
-    expect((await call(client, 'Stat', { key: 'l' })).info.labels).toEqual(labels);
+    // An empty value is no label, as in containerd's metastore (boltutil.WriteLabels).
+    const { empty: _dropped, ...kept } = labels;
+    expect((await call(client, 'Stat', { key: 'l' })).info.labels).toEqual(kept);
   });
 
   it('ignores whatever the snapshotter field says', async () => {
@@ -236,10 +188,15 @@ describe('Snapshots service over a unix socket', () => {
       update_mask: { paths: ['labels.added', 'labels.drop'] },
     });
     expect(masked.info.labels).toEqual({ keep: '1', added: '3' });
-    expect(masked.info.updated_at.seconds).toBeGreaterThan(base.updated_at.seconds);
+    const ns = (t: { seconds: string | number; nanos: number }) => BigInt(t.seconds) * 1_000_000_000n + BigInt(t.nanos);
+    expect(ns(masked.info.updated_at)).toBeGreaterThan(ns(base.updated_at));
+    expect(masked.info.created_at).toEqual(base.created_at);
 
+    // No mask: the labels are replaced, as containerd's metastore does.
     const unmasked = await call(client, 'Update', { info: { name: 'a', labels: { more: '4' } } });
-    expect(unmasked.info.labels).toEqual({ keep: '1', added: '3', more: '4' });
+    expect(unmasked.info.labels).toEqual({ more: '4' });
+    const whole = await call(client, 'Update', { info: { name: 'a', labels: { only: '5' } }, update_mask: { paths: ['labels'] } });
+    expect(whole.info.labels).toEqual({ only: '5' });
 
     await expectCode(call(client, 'Update', { info: { name: 'a' }, update_mask: { paths: ['parent'] } }), grpc.status.INVALID_ARGUMENT);
     await expectCode(call(client, 'Update', {}), grpc.status.INVALID_ARGUMENT, /info/);
@@ -295,7 +252,9 @@ describe('Snapshots service over a unix socket', () => {
     await sn.prepare('a', '');
     await expectCode(call(client, 'Stat', { key: 'missing' }), grpc.status.NOT_FOUND, /missing: not found/);
     await expectCode(call(client, 'Prepare', { key: 'a', parent: '' }), grpc.status.ALREADY_EXISTS);
-    await expectCode(call(client, 'Prepare', { key: 'b', parent: 'a' }), grpc.status.FAILED_PRECONDITION);
+    await expectCode(call(client, 'Prepare', { key: 'b', parent: 'a' }), grpc.status.INVALID_ARGUMENT, /not committed/);
+    await expectCode(call(client, 'Prepare', { key: 'b', parent: 'nope' }), grpc.status.NOT_FOUND);
+    await expectCode(call(client, 'Commit', { name: 'c', key: 'a' }).then(() => call(client, 'Commit', { name: 'd', key: 'c' })), grpc.status.FAILED_PRECONDITION, /not active/);
     await expectCode(call(client, 'Prepare', { key: '', parent: '' }), grpc.status.INVALID_ARGUMENT, /key must not be empty/);
     await expectCode(call(client, 'Commit', { name: '', key: 'a' }), grpc.status.INVALID_ARGUMENT, /name/);
     const injected: Array<[Error, grpc.status]> = [
@@ -320,7 +279,7 @@ describe('Snapshots service over a unix socket', () => {
     await expectCode(call(client, 'Commit', { name: 'c', key: 'missing' }), grpc.status.NOT_FOUND);
     expect(logged).toEqual([
       { msg: 'Stat failed', rpc: 'Stat', key: 'missing', code: 'NOT_FOUND', error: 'snapshot missing: not found' },
-      { msg: 'Commit failed', rpc: 'Commit', key: 'missing -> c', code: 'NOT_FOUND', error: 'snapshot missing: not found' },
+      { msg: 'Commit failed', rpc: 'Commit', key: 'missing -> c', code: 'NOT_FOUND', error: 'failed to get active snapshot "missing": not found' },
     ]);
   });
 });
@@ -346,7 +305,7 @@ describe('listenUnix', () => {
     expect(res.signal).toBe('SIGKILL');
     expect((await stat(stale)).isSocket()).toBe(true);
     const srv = new grpc.Server();
-    srv.addService(loadSnapshotsService(), snapshotsHandlers(new MemSnapshotter(), () => {}));
+    srv.addService(loadSnapshotsService(), snapshotsHandlers(core, () => {}));
     try {
       await listenUnix(srv, stale, { mode: 0o600, gid: process.getgid!() });
       expect((await stat(stale)).mode & 0o777).toBe(0o600);
