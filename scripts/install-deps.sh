@@ -11,7 +11,9 @@ cd "$(dirname "$0")/.."
 TEST=0
 [ "${1:-}" = "--test" ] && TEST=1
 
-pkgs=(e2fsprogs xfsprogs util-linux ca-certificates)
+# build tools: better-sqlite3 and zstd-napi compile with node-gyp when no
+# prebuilt binary can be fetched; curl/xz for install-node.sh
+pkgs=(e2fsprogs xfsprogs util-linux ca-certificates curl xz-utils python3 make g++)
 [ "$TEST" = 1 ] && pkgs+=(containerd runc busybox-static python3 qemu-system-x86 linux-image-amd64
   tiny-initramfs cpio kmod xz-utils dmsetup thin-provisioning-tools btrfs-progs zstd curl golang-go
   golang-github-containerd-containerd-dev)
@@ -20,20 +22,15 @@ missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-node_ok() { command -v node >/dev/null && node -e 'process.exit(+process.versions.node.split(".")[0] >= 20 ? 0 : 1)'; }
-if ! node_ok; then missing+=(nodejs npm); fi
-
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "installing: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-if ! node_ok; then
-  echo "tsblock needs Node.js >= 20 (found: $(node --version 2>/dev/null || echo none))." >&2
-  echo "Debian 12's nodejs is 18; install Node 20 from your distribution's backports or nodejs.org packages." >&2
-  exit 1
-fi
+# Node >= 20 (Debian 12's nodejs is 18): the official tarball into /usr/local
+scripts/install-node.sh
+export PATH=/usr/local/bin:$PATH
 
 stamp=node_modules/.tsblock-lock.sha
 want=$(sha256sum package-lock.json | cut -d' ' -f1)

@@ -73,6 +73,7 @@ counts_from_last_line() {
   echo "$p $f ${s:-0}"
 }
 
+export PATH=/usr/local/bin:$PATH  # where scripts/install-node.sh puts Node >= 20
 if [ "$INSTALL" = 1 ]; then
   scripts/install-deps.sh --test || { echo "installing dependencies failed" >&2; exit 1; }
 fi

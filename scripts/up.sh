@@ -34,6 +34,7 @@ fi
 if [ "${1:-}" = "--foreground" ]; then FOREGROUND=1; shift; fi
 
 scripts/install-deps.sh
+export PATH=/usr/local/bin:$PATH  # where scripts/install-node.sh puts Node >= 20
 
 if [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
   echo "tsblock already running (pid $(cat "$PIDFILE")) on $SOCKET"; exit 0
@@ -45,12 +46,15 @@ if [ "$FOREGROUND" = 1 ]; then exec "${CMD[@]}"; fi
 mkdir -p "$(dirname "$PIDFILE")"
 nohup "${CMD[@]}" >>"$LOG" 2>&1 &
 echo $! >"$PIDFILE"
+# Ready when the socket answers (a stale file from a killed daemon does not count).
+answers() { node -e 'const s=require("net").connect(process.argv[1]);s.on("connect",()=>process.exit(0));s.on("error",()=>process.exit(1))' "$SOCKET"; }
+ready=0
 for _ in $(seq 1 300); do
-  [ -S "$SOCKET" ] && break
-  kill -0 "$(cat "$PIDFILE")" 2>/dev/null || { echo "tsblock failed to start; last log lines:" >&2; tail -20 "$LOG" >&2; exit 1; }
+  if [ -S "$SOCKET" ] && answers; then ready=1; break; fi
+  kill -0 "$(cat "$PIDFILE")" 2>/dev/null || { echo "tsblock failed to start; last log lines:" >&2; tail -20 "$LOG" >&2; rm -f "$PIDFILE"; exit 1; }
   sleep 0.1
 done
-[ -S "$SOCKET" ] || { echo "tsblock did not open $SOCKET in 30 s; see $LOG" >&2; exit 1; }
+[ "$ready" = 1 ] || { echo "tsblock did not answer on $SOCKET in 30 s; see $LOG" >&2; exit 1; }
 cat <<MSG
 tsblock is serving on $SOCKET (pid $(cat "$PIDFILE"), root $ROOT, log $LOG).
 

@@ -58,25 +58,10 @@ else
   say "Debian packages: all present"
 fi
 
-# 2. Node >= 20
-node_ok() { command -v node >/dev/null && node -e 'process.exit(+process.versions.node.split(".")[0] >= 20 ? 0 : 1)'; }
-if node_ok; then
-  say "node $(node --version): ok"
-else
-  arch=$(dpkg --print-architecture); case $arch in amd64) arch=x64 ;; arm64) arch=arm64 ;; *) echo "provision.sh: no Node tarball for $arch" >&2; exit 1 ;; esac
-  tarball=node-v$NODE_VERSION-linux-$arch.tar.xz
-  base=https://nodejs.org/dist/v$NODE_VERSION
-  say "installing Node $NODE_VERSION from $base/$tarball into /usr/local"
-  if [ "$DRY" = 0 ]; then
-    tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-    curl -fsSL -o "$tmp/$tarball" "$base/$tarball"
-    curl -fsSL -o "$tmp/SHASUMS256.txt" "$base/SHASUMS256.txt"
-    (cd "$tmp" && grep " $tarball\$" SHASUMS256.txt | sha256sum -c -)
-    tar -xJf "$tmp/$tarball" -C /usr/local --strip-components=1 --no-same-owner
-    hash -r
-    node_ok || { echo "provision.sh: node still missing after install" >&2; exit 1; }
-  fi
-fi
+# 2. Node >= 20 (the step lives in scripts/install-node.sh, shared with install-deps.sh)
+if [ "$DRY" = 1 ]; then NODE_VERSION=$NODE_VERSION "$CHECKOUT/scripts/install-node.sh" --dry-run
+else NODE_VERSION=$NODE_VERSION "$CHECKOUT/scripts/install-node.sh"; fi
+export PATH=/usr/local/bin:$PATH
 
 # 3. kernel modules (a VM boot loads them from /etc/modules)
 for m in dm_thin_pool loop; do

@@ -19,7 +19,7 @@ import { importImages } from '../../../src/import/importer.js';
 import { openLayout } from '../../../src/import/oci.js';
 import { withTempMount } from '../../../src/sys/mount.js';
 import { Kind } from '../../../src/snapshots/snapshotter.js';
-import { buildTar, chunked, diffIdOf, file, gzipTar, symlink, dir, type LayerEntry } from '../../fixtures/layers/build.js';
+import { buildTar, chunked, diffIdOf, file, gzipTar, hardlink, opaque, symlink, dir, whiteout, type LayerEntry } from '../../fixtures/layers/build.js';
 import { buildCorpus, type CorpusLayer } from '../../fixtures/layers/corpus.js';
 import { writeLayoutArchive, writeLayoutDir } from '../../fixtures/layers/oci.js';
 import { rootReason } from '../../helpers/env.js';
@@ -202,4 +202,52 @@ describe.skipIf(skip)(`apply into blockfile snapshots${why}`, () => {
       await other.close();
     }
   });
+
+  it('imports a 200-layer image as 200 committed chain-ID snapshots; the top holds what whiteouts, opaque dirs and cross-layer hardlinks leave', async () => {
+    const deep = await openBlockfile(path.join(work, 'state-200'));
+    try {
+      const layers: { blob: Buffer; mediaType: string; diffId: string }[] = [];
+      for (let i = 0; i < 200; i++) {
+        const entries: LayerEntry[] = [dir('chain'), file(`chain/f${i}`, `layer ${i}`), file('chain/latest', String(i))];
+        if (i === 0) entries.push(dir('keep'), file('keep/base', 'from layer 0', { mode: 0o640, uid: 5, gid: 6 }));
+        if (i > 0) entries.push(whiteout(`chain/f${i - 1}`), dir('links'), hardlink(`links/l${i}`, 'keep/base'));
+        if (i > 1) entries.push(whiteout(`links/l${i - 1}`));
+        if (i % 50 === 49) entries.push(opaque('chain'));
+        const tar = await buildTar(entries);
+        layers.push(i % 2 ? { blob: gzipTar(tar), mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', diffId: diffIdOf(tar) }
+          : { blob: tar, mediaType: LAYER_TAR, diffId: diffIdOf(tar) });
+      }
+      const archive = path.join(work, 'deep.tar');
+      await writeLayoutArchive(archive, 'example.com/deep:200', layers);
+      const l = await openLayout(archive, { tmpParent: work });
+      let deepChain: string[];
+      try {
+        deepChain = l.images[0]!.layers.map((x) => x.chainId);
+        const t0 = Date.now();
+        const sum = await importImages(deep, l.images);
+        expect([sum.applied, sum.skipped]).toEqual([200, 0]);
+        console.log(`200-layer import into blockfile: ${Date.now() - t0} ms`);
+      } finally {
+        await l.close();
+      }
+      const ks = await keys(deep);
+      expect(ks).toHaveLength(200);
+      expect(ks.every((k) => k.kind === Kind.Committed)).toBe(true);
+      expect((await deep.stat(deepChain[199]!)).parent).toBe(deepChain[198]);
+      const tree = await viewTree(deep, deepChain[199]!);
+      const names = tree.map((x) => x.split(' ')[0]);
+      expect(names.filter((n) => n!.startsWith('chain/'))).toEqual(['chain/f199', 'chain/latest']);
+      expect(names.filter((n) => n!.startsWith('links/'))).toEqual(['links/l199']);
+      // the last layer's hardlink shares the layer-0 file's inode; as containerd's
+      // applier does (archive/tar.go: Lchown + lchmod for every entry type), the
+      // link header's owner and mode (0:0, 0644) land on that shared inode
+      expect(tree.find((x) => x.startsWith('links/l199 '))).toMatch(/^links\/l199 f 644 0:0 12 .*link=keep\/base$/);
+      expect(tree.find((x) => x.startsWith('keep/base '))).toMatch(/^keep\/base f 644 0:0 12 /);
+      // and the middle of the chain is intact too
+      const mid = await viewTree(deep, deepChain[120]!);
+      expect(mid.map((x) => x.split(' ')[0]).filter((n) => n!.startsWith('chain/'))).toEqual(['chain/f120', 'chain/latest']);
+    } finally {
+      await deep.close();
+    }
+  }, 300_000);
 });
