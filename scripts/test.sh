@@ -3,13 +3,14 @@
 #   1. installs what it needs (apt packages, npm ci, build)
 #   2. vitest: unit tests + integration tests (real loop devices and ext4/XFS)
 #   3. containerd's own snapshotter suite against `tsblock serve` (ext4 and XFS roots)
-#   4. end to end through a real containerd 1.6 + ctr + runc
+#   4. end to end through a real containerd 1.6 + ctr + runc, and the README's
+#      quick start checked as a user meets it (scripts/quickstart-check.sh)
 #   5. device-mapper tests inside a qemu guest (vm-tests/), incl. conformance + e2e there
 # and ends with one line "N passed, M failed". Stages 3-4 use the tools in
 # ../shared when that folder is present (CI has it); tsblock itself never needs it.
 #
 # Usage: sudo scripts/test.sh [--quick] [--only STAGE[,STAGE]] [--no-install]
-#   stages: unit, integration, conformance, e2e, vm
+#   stages: unit, integration, conformance, e2e, quickstart, vm
 # Under CI (CI=true) or with TSBLOCK_REQUIRE_ALL=1 a stage that cannot run
 # (tools missing) counts as failed, not skipped.
 set -uo pipefail
@@ -139,6 +140,15 @@ if want e2e; then
     read -r p f s < <(counts_from_last_line "$OUT/e2e.log"); record "e2e containerd+ctr+runc" "$p" "$f" "$s"
   else
     cannot_run "e2e" "$SHARED/tools/e2e not found (set TSBLOCK_SHARED)"
+  fi
+fi
+
+if want quickstart; then
+  if [ -f "$SHARED/tools/e2e/mkimage.py" ]; then
+    TSBLOCK_SHARED=$SHARED scripts/quickstart-check.sh 2>&1 | tee "$OUT/quickstart.log"
+    read -r p f s < <(counts_from_last_line "$OUT/quickstart.log"); record "quickstart (up.sh, ctr, ls/usage/metrics)" "$p" "$f" "$s"
+  else
+    cannot_run "quickstart" "$SHARED/tools/e2e/mkimage.py not found (set TSBLOCK_SHARED)"
   fi
 fi
 

@@ -18,7 +18,7 @@ fi
 
 SOCKET=${TSBLOCK_SOCKET:-/run/tsblock/tsblock.sock}
 ROOT=${TSBLOCK_ROOT:-/var/lib/tsblock}
-PIDFILE=/run/tsblock/tsblock.pid
+PIDFILE=${TSBLOCK_PIDFILE:-$(dirname "$SOCKET")/tsblock.pid}
 LOG=${TSBLOCK_LOG:-/var/log/tsblock.log}
 FOREGROUND=0
 if [ "${1:-}" = "--stop" ]; then
