@@ -10,6 +10,7 @@ import {
   ResourceExhaustedError,
   UnavailableError,
 } from '../../../src/errdefs.js';
+import { ErrnoError } from '../../../ffi/errno.js';
 import { statusCode, toServiceError } from '../../../src/server/status.js';
 
 describe('toServiceError', () => {
@@ -22,6 +23,10 @@ describe('toServiceError', () => {
     ['resource-exhausted', new ResourceExhaustedError('pool full'), Status.RESOURCE_EXHAUSTED],
     ['not-implemented', new NotImplementedError('no diff'), Status.UNIMPLEMENTED],
     ['internal', new InternalError('invariant broke'), Status.INTERNAL],
+    ['a raw EBUSY (fs error)', Object.assign(new Error('EBUSY: resource busy or locked, rmdir'), { code: 'EBUSY' }), Status.FAILED_PRECONDITION],
+    ['a raw ENOSPC', Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' }), Status.RESOURCE_EXHAUSTED],
+    ['an ErrnoError EBUSY from an ioctl', new ErrnoError('ioctl DM_DEV_REMOVE', 16, 'tsblock-x-snap-3'), Status.FAILED_PRECONDITION],
+    ['a raw EIO', Object.assign(new Error('EIO: i/o error, read'), { code: 'EIO' }), Status.UNKNOWN],
     ['a plain Error', new Error('boom'), Status.UNKNOWN],
     ['a TypeError', new TypeError('x is undefined'), Status.UNKNOWN],
   ];
