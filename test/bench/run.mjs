@@ -118,7 +118,8 @@ try {
     const r = (results[t.id] ??= {});
     r.fs = t.id.endsWith('xfs') ? 'xfs reflink=1 (loop)' : 'ext4';
     const server = new Server(t, workDir, logDir);
-    cleanups.push(() => server.destroy());
+    const destroy = () => server.destroy();
+    cleanups.push(destroy);
     try {
       r.startup_empty_ms = Math.round((await server.start()) * 10) / 10;
       log(`${t.id}: up in ${r.startup_empty_ms} ms (root ${server.root})`);
@@ -141,7 +142,7 @@ try {
       log(`${t.id}: ${r.error}`);
     } finally {
       await server.destroy();
-      cleanups.splice(cleanups.indexOf(server.destroy), 1);
+      cleanups.splice(cleanups.indexOf(destroy), 1);
     }
   }
 

@@ -2,21 +2,37 @@
 // on its own root and socket, and measure start-up (spawn → first answered
 // RPC) and resident memory.
 
+import { execFileSync } from 'node:child_process';
 import { connect } from 'node:net';
 import { existsSync, mkdirSync, mkdtempSync } from 'node:fs';
 import { join } from 'node:path';
 import { SnapClient } from './client.mjs';
 import { REPO, nowMs, rmrf, sleep, spawnLogged, treeRssMiB } from './util.mjs';
 
-/** refsnapshotterPath finds containerd's snapshotters served as proxies. */
+/**
+ * refsnapshotterPath finds containerd's snapshotters served as proxies:
+ * $TSBLOCK_REFSNAPSHOTTER, the shared tools' bin, or what scripts/test.sh
+ * built (.tmp/test/conformance-bin); failing those it builds it there with
+ * the shared tools' build.sh (offline, Debian packages, ~80 s the first time).
+ */
 export function refsnapshotterPath() {
+  const built = join(REPO, '.tmp', 'test', 'conformance-bin');
   const cands = [
     process.env.TSBLOCK_REFSNAPSHOTTER,
     join(REPO, '..', 'shared', 'tools', 'conformance', 'bin', 'refsnapshotter'),
-    '/work/shared/tools/conformance/bin/refsnapshotter',
-    '/work/conf-bin/refsnapshotter',
+    join(built, 'refsnapshotter'),
   ].filter(Boolean);
-  return cands.find((p) => existsSync(p));
+  const found = cands.find((p) => existsSync(p));
+  if (found) return found;
+  const build = join(REPO, '..', 'shared', 'tools', 'conformance', 'build.sh');
+  if (!existsSync(build)) return undefined;
+  console.error(`building refsnapshotter with ${build} into ${built} …`);
+  try {
+    execFileSync(build, [built], { stdio: ['ignore', 'ignore', 'inherit'] });
+  } catch {
+    return undefined;
+  }
+  return existsSync(join(built, 'refsnapshotter')) ? join(built, 'refsnapshotter') : undefined;
 }
 
 /**
