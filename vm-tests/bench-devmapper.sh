@@ -18,7 +18,9 @@
 # "tsblock-devmapper-before", served by that build (before/after, same run).
 # A private containerd (own root/state/socket, CRI off) gets its devmapper
 # snapshotter on a pool made here from two sparse loop files (dmsetup
-# create ... thin-pool, 64 KiB blocks, block zeroing off, like tsblock's).
+# create ... thin-pool, 64 KiB blocks, block zeroing off; tsblock's owned pool
+# zeroes partly written new blocks, which costs nothing here: nothing is
+# written).
 # All get the same client: Prepare(key, parent=<committed one-layer
 # snapshot>) then Commit, each timed alone, N iterations (default 20) after
 # one warm-up; nothing is mounted.
