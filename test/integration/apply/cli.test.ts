@@ -7,6 +7,8 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { importCommand } from '../../../src/cli/commands/import.js';
 import { diffCommand } from '../../../src/cli/commands/diff.js';
+import { lsCommand } from '../../../src/cli/commands/ls.js';
+import { rmCommand } from '../../../src/cli/commands/rm.js';
 import type { Io } from '../../../src/cli/common.js';
 import { chainIds } from '../../../src/apply/chain.js';
 import { buildCorpus, type CorpusLayer } from '../../fixtures/layers/corpus.js';
@@ -69,5 +71,18 @@ describe.skipIf(skip)(`tsblock import / diff verbs${why}`, () => {
     expect(res.mediaType).toBe('application/vnd.oci.image.layer.v1.tar+zstd');
     expect(fs.statSync(out).size).toBe(res.size);
     await expect(diffCommand(['sha256:nope', '-o', out, ...flags], capture())).rejects.toThrow(/not found/);
+
+    // The seeds carry tsblock.io/seed (containerd's GC cannot remove them);
+    // `tsblock rm` is the operator's way to drop them, top first.
+    const ls = capture();
+    expect(await lsCommand(['--json', ...flags], ls)).toBe(0);
+    const seeds = JSON.parse(ls.stdout) as { key: string }[];
+    expect(seeds.map((e) => e.key).sort()).toEqual([...chain].sort());
+    const rm = capture();
+    expect(await rmCommand([chain[2]!, chain[1]!, chain[0]!, ...flags], rm)).toBe(0);
+    expect(rm.stdout).toBe(`removed ${chain[2]}\nremoved ${chain[1]}\nremoved ${chain[0]}\n`);
+    const after = capture();
+    expect(await lsCommand(['--json', ...flags], after)).toBe(0);
+    expect(JSON.parse(after.stdout)).toEqual([]);
   });
 });

@@ -41,6 +41,9 @@ export class Client {
   commit(name: string, key: string, labels: Record<string, string> = {}) {
     return unaryCall(this.raw, 'Commit', { snapshotter: this.snapshotter, name, key, labels });
   }
+  remove(key: string) {
+    return unaryCall(this.raw, 'Remove', { snapshotter: this.snapshotter, key });
+  }
   stat(key: string) {
     return unaryCall(this.raw, 'Stat', { snapshotter: this.snapshotter, key });
   }

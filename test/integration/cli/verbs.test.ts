@@ -147,6 +147,24 @@ base_size = "32M"
     expect(JSON.parse(ls.out()).map((e: any) => e.key)).not.toContain('view-1');
   });
 
+  it('a tsblock import seed is refused to containerd\'s Remove but removed by rm through the daemon', async () => {
+    const b = new Client(join(dir, 'b.sock'), 'b');
+    try {
+      const seed = { 'tsblock.io/seed': 'example.com/img:1', 'containerd.io/snapshot.ref': 'sha256:seed' };
+      await b.prepare('tsblock-extract-1 sha256:seed', '', seed);
+      await b.commit('sha256:seed', 'tsblock-extract-1 sha256:seed', seed);
+      await expect(b.remove('sha256:seed')).rejects.toMatchObject({ code: 9 /* FAILED_PRECONDITION */, details: expect.stringMatching(/seeded by tsblock import/) });
+      const c = capture();
+      expect(await rmCommand(args('--snapshotter', 'b', 'sha256:seed'), c.io)).toBe(0);
+      expect(c.out()).toBe('removed sha256:seed\n');
+      const ls = capture();
+      await lsCommand(args('--snapshotter', 'b', '--json'), ls.io);
+      expect(JSON.parse(ls.out()).map((e: any) => e.key)).toEqual(['b-active']);
+    } finally {
+      b.close();
+    }
+  });
+
   it('gc is a dry run by default and reclaims orphans through the daemon with --yes', async () => {
     const snaps = join(dir, 'a', 'blockfile', 'snapshots');
     writeFileSync(join(snaps, '9999'), 'orphan');
