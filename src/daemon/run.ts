@@ -58,7 +58,7 @@ export async function startConfig(config: TsblockConfig, log: Logger, opts: RunO
   let metricsServer: MetricsServer | undefined;
   if (config.metricsAddress !== '') {
     try {
-      metricsServer = await serveMetrics(config.metricsAddress, metrics.registry);
+      metricsServer = await serveMetrics(config.metricsAddress, metrics.registry, () => metrics.scrape());
       log.info({ address: metricsServer.address }, 'metrics listening');
     } catch (err) {
       // The built-in default port may be taken (a second daemon, a test run);

@@ -13,8 +13,8 @@ export interface MetricsServer {
   close(): Promise<void>;
 }
 
-/** serveMetrics listens on address and answers scrapes from registry. */
-export async function serveMetrics(address: string, registry: Registry): Promise<MetricsServer> {
+/** serveMetrics listens on address and answers scrapes from registry (rendered by `render`). */
+export async function serveMetrics(address: string, registry: Registry, render: () => Promise<string> = () => registry.metrics()): Promise<MetricsServer> {
   const hp = parseHostPort(address);
   if (!hp) throw new InvalidArgumentError(`metrics address ${JSON.stringify(address)} must be host:port`);
   const server: Server = createServer((req, res) => {
@@ -31,7 +31,7 @@ export async function serveMetrics(address: string, registry: Registry): Promise
       res.writeHead(404, { 'content-type': 'text/plain' }).end('not found; try /metrics\n');
       return;
     }
-    registry.metrics().then(
+    render().then(
       (body) => res.writeHead(200, { 'content-type': registry.contentType }).end(body),
       (err: unknown) => res.writeHead(500, { 'content-type': 'text/plain' }).end(`${String(err)}\n`),
     );

@@ -127,6 +127,17 @@ export class TsblockMetrics {
     if (opts.processMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: 'tsblock_' });
   }
 
+  /** scrape renders every metric once, each listing and pool status read once for all gauges. */
+  async scrape(): Promise<string> {
+    scrapes++;
+    inScrape = true;
+    try {
+      return await this.registry.metrics();
+    } finally {
+      inScrape = false;
+    }
+  }
+
   /** addTarget makes an instance's state visible to the gauges. */
   addTarget(t: MetricsTarget): void {
     this.targets.push(t);
@@ -161,26 +172,39 @@ async function readPools(targets: readonly MetricsTarget[]): Promise<Array<{ sna
 }
 
 /**
- * perScrape memoises fn for the length of one scrape: prom-client calls the
- * gauges' collect() one after another, within a few milliseconds.
+ * scrapes counts scrapes (TsblockMetrics.scrape bumps it); perScrape memoises
+ * fn within one of them, since several gauges' collect() read the same thing.
+ * A registry read some other way (tests) gets fresh values every time.
  */
-function perScrape<T>(fn: () => T, ttlMs = 250): () => T {
-  let at = -Infinity;
+let scrapes = 0;
+let inScrape = false;
+function perScrape<T>(fn: () => T): () => T {
+  let at = -1;
   let value: T;
   return () => {
-    const t = performance.now();
-    if (t - at > ttlMs) {
+    if (!inScrape) return fn();
+    if (at !== scrapes) {
       value = fn();
-      at = t;
+      at = scrapes;
     }
     return value;
   };
 }
 
+/** lists holds each target's listing for the length of one scrape (two gauges read it). */
+const lists = new WeakMap<MetricsTarget, () => ReturnType<typeof listEntries>>();
+
 function safeList(t: MetricsTarget) {
-  try {
-    return listEntries(t.instance, t.store);
-  } catch {
-    return [];
+  let read = lists.get(t);
+  if (!read) {
+    read = perScrape(() => {
+      try {
+        return listEntries(t.instance, t.store);
+      } catch {
+        return [];
+      }
+    });
+    lists.set(t, read);
   }
+  return read();
 }
