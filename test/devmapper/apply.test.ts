@@ -4,7 +4,8 @@
 //     dirs across layers) applied by the server's Diff service (gRPC Apply)
 //     into Prepare'd thin devices and committed gives the same tree, file by
 //     file with owners, modes, xattrs, rdevs, hardlinks and mtimes, as the
-//     applier writes onto a plain loop-mounted ext4;
+//     applier writes onto a plain loop-mounted ext4, and as containerd 1.6's
+//     own applier (ctr images import) makes in the same VM;
 //   - hostile layers are re-rooted or refused with INVALID_ARGUMENT, nothing
 //     outside changes, the snapshot stays removable and no dm device or
 //     mount is left;
@@ -33,6 +34,7 @@ import { buildCorpus, type CorpusLayer } from '../fixtures/layers/corpus.js';
 import { writeLayoutArchive } from '../fixtures/layers/oci.js';
 import { makeSandbox, type Sandbox } from '../integration/apply/helpers.js';
 import { listTree } from '../integration/apply/tree.js';
+import { containerdMissing, containerdTree, startContainerd } from '../integration/apply/containerd.js';
 import { capture } from '../integration/cli/helpers.js';
 import { DiffClient, storeBlob } from '../integration/reliability/layer.js';
 import { activeSnapDevices, opsSkipReason, startDmServer, stopDmServer, treeOf, type DmServer } from './ops-helpers.js';
@@ -130,6 +132,26 @@ describe.skipIf(opsSkipReason !== '')(`applier and Diff service on devmapper${wh
     const mid = await treeOf(srv(), 'layer-1');
     expect(line(mid, 'etc/passwd-link')).toMatch(/ link=etc\/passwd( |$)/);
     expect(line(mid, 'etc/owned')).toMatch(/^etc\/owned f 640 1000:1000 /);
+  });
+
+  it('and the same tree as containerd 1.6\'s own applier makes in this VM (ctr images import, native snapshotter)', async (ctx) => {
+    const missing = containerdMissing();
+    if (missing) {
+      console.warn(`containerd comparison skipped: ${missing}`);
+      ctx.skip();
+      return;
+    }
+    const cd = await startContainerd(path.join(srv().dir, 'ctrd'), {});
+    let theirs: string[];
+    try {
+      const layers = corpus.map((l) => ({ blob: l.blob, mediaType: l.mediaType, diffId: l.diffId }));
+      theirs = await containerdTree(cd, srv().dir, layers, 'example.com/corpus:dm', chain[2]!);
+    } finally {
+      await cd.stop();
+      fs.rmSync(path.join(srv().dir, 'ctrd'), { recursive: true, force: true });
+    }
+    expect(theirs.length).toBeGreaterThan(20);
+    expect(await treeOf(srv(), 'layer-2')).toEqual(theirs);
   });
 
   describe('hostile layers through gRPC Apply', () => {

@@ -28,7 +28,7 @@ import { layoutFiles, writeLayoutArchive, type OciLayerBlob } from '../../fixtur
 import { serveRegistry } from './registry.js';
 import { leaksUnder } from '../../helpers/leaks.js';
 import { execa } from 'execa';
-import { buildPullUnpack, containerdMissing, startContainerd, type Containerd } from './containerd.js';
+import { buildPullUnpack, containerdMissing, containerdTree, startContainerd, type Containerd } from './containerd.js';
 import { listTree } from './tree.js';
 
 const missing = containerdMissing();
@@ -81,26 +81,10 @@ describe.skipIf(missing !== undefined)(`tsblock and containerd 1.6${why}`, () =>
 
   it('applies the corpus exactly like containerd\'s applier (native snapshotter)', async () => {
     const layers = corpus.map((l) => ({ blob: l.blob, mediaType: l.mediaType, diffId: l.diffId }));
+    const chain = chainIds(corpus.map((l) => l.diffId));
+    const theirs = await containerdTree(cd, work, layers, 'example.com/corpus:cmp', chain[2]!);
     const archive = path.join(work, 'corpus.tar');
     await writeLayoutArchive(archive, 'example.com/corpus:cmp', layers);
-    const chain = chainIds(corpus.map((l) => l.diffId));
-    await cd.ctr(['images', 'import', '--snapshotter', 'native', archive]);
-    // ctr's views carry no lease: containerd's GC may collect one at any
-    // moment, so list it right away and retry if it vanished meanwhile.
-    let theirs: string[] = [];
-    for (let attempt = 0; ; attempt++) {
-      const key = `cmp-view-${attempt}`;
-      try {
-        await cd.ctr(['snapshots', '--snapshotter', 'native', 'view', key, chain[2]!]);
-        const out = await cd.ctr(['snapshots', '--snapshotter', 'native', 'mounts', '/unused', key]);
-        const src = out.trim().split(/\s+/)[3]!; // "mount -t bind <source> <target> -o ro,rbind"
-        theirs = listTree(src, { mtimes: true, skip: [] });
-        await cd.ctr(['snapshots', '--snapshotter', 'native', 'rm', key]).catch(() => '');
-        break;
-      } catch (err) {
-        if (attempt >= 4) throw err;
-      }
-    }
 
     const l = await openLayout(archive, { tmpParent: work });
     try {
@@ -117,7 +101,6 @@ describe.skipIf(missing !== undefined)(`tsblock and containerd 1.6${why}`, () =>
     }
     expect(theirs.length).toBeGreaterThan(20);
     expect(ours).toEqual(theirs);
-    await cd.ctr(['images', 'rm', '--sync', 'example.com/corpus:cmp']);
     // Imported seeds containerd never adopted: removed as `tsblock rm` does.
     for (const c of [...chain].reverse()) {
       await sn.update({ ...(await sn.stat(c)), labels: {} }, ['labels.tsblock.io/seed']);

@@ -8,6 +8,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { execa } from 'execa';
+import { writeLayoutArchive, type OciLayerBlob } from '../../fixtures/layers/oci.js';
+import { listTree } from './tree.js';
 
 /** containerdMissing explains why containerd-based tests cannot run (undefined when they can). */
 export function containerdMissing(): string | undefined {
@@ -119,4 +121,37 @@ export async function buildPullUnpack(): Promise<{ bin?: string; reason?: string
     return { reason: `building pullunpack failed: ${(err as Error).message.slice(0, 300)}` };
   }
   return { bin };
+}
+
+/**
+ * containerdTree applies `layers` with containerd's own applier (`ctr images
+ * import --snapshotter native`, Go archive/tar.go) and lists the tree of the
+ * top chain ID `top` the way the tests list tsblock's (listTree with mtimes),
+ * then removes the image again. The reference for "tsblock applies a layer
+ * exactly as containerd does".
+ */
+export async function containerdTree(cd: Containerd, work: string, layers: OciLayerBlob[], ref: string, top: string): Promise<string[]> {
+  const archive = path.join(work, `${ref.replace(/[^a-z0-9]+/gi, '_')}.tar`);
+  await writeLayoutArchive(archive, ref, layers);
+  await cd.ctr(['images', 'import', '--snapshotter', 'native', archive]);
+  try {
+    // ctr's views carry no lease: containerd's GC may collect one at any
+    // moment, so list it right away and retry if it vanished meanwhile.
+    for (let attempt = 0; ; attempt++) {
+      const key = `cmp-view-${attempt}`;
+      try {
+        await cd.ctr(['snapshots', '--snapshotter', 'native', 'view', key, top]);
+        const out = await cd.ctr(['snapshots', '--snapshotter', 'native', 'mounts', '/unused', key]);
+        const src = out.trim().split(/\s+/)[3]!; // "mount -t bind <source> <target> -o ro,rbind"
+        const tree = listTree(src, { mtimes: true, skip: [] });
+        await cd.ctr(['snapshots', '--snapshotter', 'native', 'rm', key]).catch(() => '');
+        return tree;
+      } catch (err) {
+        if (attempt >= 4) throw err;
+      }
+    }
+  } finally {
+    await cd.ctr(['images', 'rm', '--sync', ref]).catch(() => '');
+    fs.rmSync(archive, { force: true });
+  }
 }
