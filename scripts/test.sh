@@ -164,7 +164,7 @@ if want vm; then
     [ -x "$SHARED/tools/e2e/e2e.sh" ] && VM_ENV+=(TSBLOCK_E2E="$(readlink -f "$SHARED/tools/e2e/e2e.sh")")
     [ "$QUICK" = 1 ] && VM_ENV+=(TSBLOCK_E2E_LAYERS=20)
     rm -f .tmp/vm/conformance.log
-    env "${VM_ENV[@]}" vm-tests/run-in-vm.sh --timeout 2400 -- vm-tests/run.sh 2>&1 | tee "$OUT/vm.log"
+    env "${VM_ENV[@]}" vm-tests/run-in-vm.sh --timeout 3600 -- vm-tests/run.sh 2>&1 | tee "$OUT/vm.log"
     read -r p f s < <(counts_from_last_line "$OUT/vm.log"); record "vm (devmapper)" "$p" "$f" "$s"
     # containerd's suite against devmapper inside the guest must have run whole
     if [ -n "${CONF_BIN:-}" ] && [ -x "$CONF_BIN/snapshotter-conformance" ]; then
