@@ -59,7 +59,12 @@ export async function startDaemon(opts: ServeOptions, log: Logger, extras: Daemo
   // Apply/Diff mount snapshots under <root>/mnt; a crash mid-apply left them mounted.
   const temp = sweepTempMounts(opts.root);
   if (temp.released.length > 0) ilog.warn({ released: temp.released }, 'unmounted temporary mounts a previous run left');
-  const server = new grpc.Server({ 'grpc.max_receive_message_length': 16 * 1024 * 1024 });
+  const server = new grpc.Server({
+    'grpc.max_receive_message_length': 16 * 1024 * 1024,
+    // channelz (grpc-js's introspection service) tracks every call and
+    // session; tsblock never serves it, and the tracking costs each RPC.
+    'grpc.enable_channelz': 0,
+  });
   const handlers = snapshotsHandlers(opened.snapshotter, (rec) => ilog.warn(rec, 'rpc failed'));
   server.addService(loadSnapshotsService(), instrumentHandlers(handlers, name, extras.metrics, ilog));
   // containerd.services.diff.v1.Diff for containerd ≥ 2 proxy differs (docs/applier.md).
