@@ -17,9 +17,11 @@
 //     an image) reports the blob as missing unless the store is shared; use
 //     `tsblock diff` to export layers instead. See docs/applier.md.
 
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
+import { Transform } from 'node:stream';
 import * as grpc from '@grpc/grpc-js';
 import { assertDigest } from '../apply/chain.js';
 import { errorMessage, InvalidArgumentError, NotFoundError } from '../errdefs.js';
@@ -67,6 +69,23 @@ export function findBlob(dirs: string[], digest: string): string {
 
 type Request = Record<string, any>;
 
+/** verifiedStream reads a blob and fails at its end when its digest is not `digest`. */
+function verifiedStream(file: string, digest: string): NodeJS.ReadableStream {
+  const [alg, hex] = digest.split(':') as [string, string];
+  const hash = createHash(alg);
+  const check = new Transform({
+    transform(chunk: Buffer, _enc, done) {
+      hash.update(chunk);
+      done(null, chunk);
+    },
+    flush(done) {
+      const got = hash.digest('hex');
+      done(got === hex ? null : new InvalidArgumentError(`blob ${digest} does not match its content (${alg}:${got})`));
+    },
+  });
+  return fs.createReadStream(file, { highWaterMark: 1 << 20 }).on('error', (e) => check.destroy(e)).pipe(check);
+}
+
 /** diffHandlers implements Apply and Diff; log receives one line per failure. */
 export function diffHandlers(o: DiffServiceOptions, log: (line: object) => void): grpc.UntypedServiceImplementation {
   const dirs = [o.blobDir, ...(o.contentDirs ?? DEFAULT_CONTENT_DIRS)];
@@ -97,9 +116,14 @@ export function diffHandlers(o: DiffServiceOptions, log: (line: object) => void)
       if (mounts.length === 0) throw new InvalidArgumentError('Apply: mounts are required');
       const blob = findBlob(dirs, desc.digest);
       const [{ applyToMounts }, { LAYER_TAR }] = await Promise.all([applyMod(), exportMod()]);
-      const res = await applyToMounts(mounts, fs.createReadStream(blob, { highWaterMark: 1 << 20 }), {
+      // The blob is checked against its descriptor as it streams in (a
+      // mismatch fails the Apply, and containerd removes the snapshot), and
+      // the uncompressed stream against containerd.io/uncompressed if given.
+      const uncompressed = desc.annotations?.['containerd.io/uncompressed'];
+      const res = await applyToMounts(mounts, verifiedStream(blob, desc.digest), {
         mediaType: desc.media_type || undefined,
         mountParent: o.mountParent,
+        expectedDiffId: typeof uncompressed === 'string' && uncompressed !== '' ? uncompressed : undefined,
       });
       return { applied: { media_type: LAYER_TAR, digest: res.diffId, size: res.size, annotations: {} } };
     }),

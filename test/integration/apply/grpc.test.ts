@@ -88,6 +88,22 @@ describe.skipIf(skip)(`Diff service over gRPC on blockfile${why}`, () => {
     });
     await remote.remove('extract-missing');
 
+    // A blob whose bytes are not what its digest says fails the Apply; so does a
+    // wrong containerd.io/uncompressed. The snapshot stays removable.
+    const forged = `sha256:${'ab'.repeat(32)}`;
+    fs.writeFileSync(path.join(blobDir(), 'blobs', 'sha256', forged.slice(7)), l0.blob);
+    const m4 = await remote.prepare('extract-forged', '');
+    await expect(call('Apply', { diff: { media_type: l0.mediaType, digest: forged, size: l0.blob.length }, mounts: m4.map(mountToProto) })).rejects.toMatchObject({
+      code: grpc.status.INVALID_ARGUMENT,
+      details: expect.stringMatching(/does not match its content/),
+    });
+    const badDiffId = `sha256:${'cd'.repeat(32)}`;
+    await expect(call('Apply', {
+      diff: { media_type: l0.mediaType, digest: blobDigest, size: l0.blob.length, annotations: { 'containerd.io/uncompressed': badDiffId } },
+      mounts: m4.map(mountToProto),
+    })).rejects.toMatchObject({ code: grpc.status.INVALID_ARGUMENT, details: expect.stringMatching(/diff ?id|diffID/i) });
+    await remote.remove('extract-forged');
+
     const view = await remote.view('view-a', 'layer-a');
     const d = await call<{ diff: { digest: string; size: number; media_type: string; annotations: Record<string, string> } }>('Diff', {
       left: [],
