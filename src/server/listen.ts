@@ -5,7 +5,7 @@
 
 import { chmod, chown, lstat, mkdir, mkdtemp, rename, rmdir, unlink } from 'node:fs/promises';
 import { connect } from 'node:net';
-import { basename, dirname, join } from 'node:path';
+import { dirname, join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { FailedPreconditionError, UnavailableError } from '../errdefs.js';
 
@@ -27,20 +27,35 @@ export async function listenUnix(server: grpc.Server, socketPath: string, opts: 
   // there, then rename it into place: at no moment does the public path name
   // a socket anyone could connect to under a loose umask. A listening unix
   // socket follows its inode, so it keeps accepting under the new name.
-  const priv = await mkdtemp(join(dirname(socketPath), `.${basename(socketPath)}.bind-`));
+  // The private path is at most 9 bytes longer than the public one; when it
+  // would not fit in sun_path, bind in place and narrow the mode right after.
+  const priv = await mkdtemp(join(dirname(socketPath), '.'));
   const tmp = join(priv, 's');
-  try {
-    await new Promise<void>((resolve, reject) => {
-      server.bindAsync(`unix://${tmp}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve()));
+  const bind = (at: string) =>
+    new Promise<void>((resolve, reject) => {
+      server.bindAsync(`unix://${at}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve()));
     });
-    await chmod(tmp, opts.mode ?? 0o660);
-    if (opts.gid !== undefined) await chown(tmp, -1, opts.gid);
+  const narrow = async (at: string) => {
+    await chmod(at, opts.mode ?? 0o660);
+    if (opts.gid !== undefined) await chown(at, -1, opts.gid);
+  };
+  try {
+    if (Buffer.byteLength(tmp) > UNIX_PATH_MAX) {
+      await bind(socketPath);
+      await narrow(socketPath);
+      return;
+    }
+    await bind(tmp);
+    await narrow(tmp);
     await rename(tmp, socketPath);
   } finally {
     await unlink(tmp).catch(() => {});
     await rmdir(priv).catch(() => {});
   }
 }
+
+/** UNIX_PATH_MAX is the longest socket path Linux takes (sun_path is 108 bytes with its NUL). */
+export const UNIX_PATH_MAX = 107;
 
 /**
  * ensureSocketFree fails like listenUnix would when another server answers on

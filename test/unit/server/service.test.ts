@@ -2,7 +2,7 @@
 // built from the same proto files, over the real snapshotter core (real
 // SQLite store in a temp dir) with the in-memory backend below it.
 
-import { mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,7 +14,7 @@ import {
   UnavailableError,
 } from '../../../src/errdefs.js';
 import { CoreSnapshotter } from '../../../src/core/snapshotter.js';
-import { listenUnix, shutdownServer } from '../../../src/server/listen.js';
+import { UNIX_PATH_MAX, listenUnix, shutdownServer } from '../../../src/server/listen.js';
 import { loadSnapshotsService, snapshotsClientConstructor, snapshotsHandlers } from '../../../src/server/service.js';
 import { Kind, type Snapshotter, type Usage } from '../../../src/snapshots/snapshotter.js';
 import { MetaStore } from '../../../src/storage/metastore.js';
@@ -318,6 +318,35 @@ describe('listenUnix', () => {
       }
     } finally {
       await shutdownServer(srv, 500);
+    }
+  });
+
+  it('binds sockets whose path is near the 107-byte limit (the private bind path would not fit)', async () => {
+    // [path length, basename length]: a long name (the private path is the
+    // shorter one), then a long dir with a short name, where the private
+    // path (dir + 10 bytes) no longer fits and the socket is bound in place.
+    for (const [len, nameLen] of [[UNIX_PATH_MAX, 40], [UNIX_PATH_MAX - 5, 6], [UNIX_PATH_MAX, 6]] as const) {
+      const base = join(dir, 'd'.repeat(len - nameLen - 1 - Buffer.byteLength(dir) - 1));
+      const p = join(base, 'n'.repeat(nameLen));
+      expect(Buffer.byteLength(p)).toBe(len);
+      const srv = new grpc.Server();
+      srv.addService(loadSnapshotsService(), snapshotsHandlers(core, () => {}));
+      try {
+        await listenUnix(srv, p);
+        expect((await stat(p)).mode & 0o777).toBe(0o660);
+        const Ctor = snapshotsClientConstructor();
+        const c = new Ctor(`unix://${p}`, grpc.credentials.createInsecure()) as Client;
+        try {
+          await expectCode(call(c, 'Stat', { key: 'x' }), grpc.status.NOT_FOUND);
+        } finally {
+          c.close();
+        }
+        // no private bind dir left beside it
+        expect((await readdir(base)).filter((n) => n.startsWith('.'))).toEqual([]);
+      } finally {
+        await shutdownServer(srv, 500);
+        await rm(p, { force: true });
+      }
     }
   });
 
