@@ -15,7 +15,9 @@
 // pool-full guard (--min-free above the pool's free data: RESOURCE_EXHAUSTED).
 // Sizes: TSBLOCK_REL_DM_KILLS (default 6), TSBLOCK_REL_DM_FUZZ (default 60),
 // TSBLOCK_REL_DM_CLIENTS (8), TSBLOCK_REL_DM_LOAD_SECONDS (20),
-// TSBLOCK_REL_DM_APPLY=all (every apply point; default two).
+// TSBLOCK_REL_DM_APPLY=all (every apply point; default two),
+// TSBLOCK_REL_DM_MAX_COMMITTED (10: more committed snapshots than this and the
+// campaign removes leaves before it creates, keeping each check's cost flat).
 
 import { describe, expect, it } from 'vitest';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -42,6 +44,8 @@ const SEED = Number(process.env.TSBLOCK_REL_SEED ?? 20261125);
 const TIMEOUT_MS = Number(process.env.TSBLOCK_REL_DM_TIMEOUT_MS ?? 1_800_000);
 const CLIENTS = Number(process.env.TSBLOCK_REL_DM_CLIENTS ?? 8);
 const LOAD_SECONDS = Number(process.env.TSBLOCK_REL_DM_LOAD_SECONDS ?? 20);
+/** Every check mounts every committed snapshot; past this many the campaign removes before it creates, so a long run's cost per kill stays flat. */
+const MAX_COMMITTED = Number(process.env.TSBLOCK_REL_DM_MAX_COMMITTED ?? 10);
 const DM_ARGS = ['--backend', 'devmapper', '--data-size', '1G', '--base-size', '64M'];
 /** POOL_POINTS are reached in this order by the first starts of a fresh root. */
 const POOL_POINTS = ['devmapper:pool:after-files', 'devmapper:pool:after-activate', 'devmapper:base:after-thin', 'devmapper:base:after-mkfs'];
@@ -134,7 +138,8 @@ describe.skipIf(skipReason !== '')(`devmapper reliability${skipReason ? ` (skipp
         for (let i = 0; i < 10; i++) {
           const committed = model.keys(KIND_COMMITTED);
           const actives = model.keys(KIND_ACTIVE);
-          const roll = rng.int(10);
+          const crowded = committed.length >= MAX_COMMITTED;
+          const roll = crowded ? 9 : rng.int(10);
           let before = model.clone();
           let send: () => Promise<MountMsg[] | void>;
           let want: number;
@@ -163,7 +168,9 @@ describe.skipIf(skipReason !== '')(`devmapper reliability${skipReason ? ` (skipp
             want = model.create(KIND_VIEW, key, parent);
             send = () => c!.view(key, parent);
           } else {
-            const leaf = rng.pick(model.leaves().filter((k) => model.snaps.get(k)!.kind !== KIND_COMMITTED || committed.length > 3));
+            const leaves = model.leaves().filter((k) => model.snaps.get(k)!.kind !== KIND_COMMITTED || committed.length > 3);
+            const committedLeaves = leaves.filter((k) => model.snaps.get(k)!.kind === KIND_COMMITTED);
+            const leaf = rng.pick(crowded && committedLeaves.length > 0 ? committedLeaves : leaves);
             if (!leaf) continue;
             want = model.remove(leaf);
             send = () => c!.remove(leaf);
