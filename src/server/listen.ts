@@ -29,7 +29,10 @@ export async function listenUnix(server: grpc.Server, socketPath: string, opts: 
   // socket follows its inode, so it keeps accepting under the new name.
   // The private path is at most 9 bytes longer than the public one; when it
   // would not fit in sun_path, bind in place and narrow the mode right after.
-  const priv = await mkdtemp(join(dirname(socketPath), '.'));
+  // (A template string, not join(): join(dir, '.') is dir itself, and
+  // mkdtemp would make a sibling of dir, on another filesystem when dir is a
+  // mount point, where the rename fails with EXDEV.)
+  const priv = await mkdtemp(`${dirname(socketPath)}/.`);
   const tmp = join(priv, 's');
   const bind = (at: string) =>
     new Promise<void>((resolve, reject) => {
