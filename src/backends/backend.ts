@@ -39,6 +39,12 @@ export interface BackendSnapshot {
 }
 
 /** CleanupReport says what cleanup() reclaimed, for logs and `tsblock gc`. */
+/** CommitUsage is a commit's usage; inodes undefined means "not counted yet". */
+export interface CommitUsage {
+  size: number;
+  inodes?: number;
+}
+
 export interface CleanupReport {
   removed: string[];
 }
@@ -52,9 +58,13 @@ export interface Backend {
   create(snap: BackendSnapshot): Promise<void>;
   /** mounts returns the single mount of a ready snapshot (may activate a device). */
   mounts(snap: BackendSnapshot): Promise<Mount[]>;
-  /** commit makes an active snapshot's content durable and returns its usage. */
-  commit(snap: BackendSnapshot): Promise<Usage>;
-  /** usage measures an active snapshot now (committed ones are cached by the core). */
+  /**
+   * commit makes an active snapshot's content durable and returns its usage;
+   * a backend that leaves inodes out has the core count them with usage() the
+   * first time Usage asks (the committed content no longer changes).
+   */
+  commit(snap: BackendSnapshot): Promise<CommitUsage>;
+  /** usage measures an active snapshot now, or a committed one whose inodes commit left out. */
   usage(snap: BackendSnapshot): Promise<Usage>;
   /** detach is the synchronous in-transaction first step of removal. */
   detach(snap: BackendSnapshot, tx: Tx): void;

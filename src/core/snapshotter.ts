@@ -28,7 +28,7 @@ import { LABEL_SEED, LABEL_SNAPSHOT_REF, parseSizeLabel, validateLabels } from '
 import type { Mount } from '../snapshots/mount.js';
 import { Kind, type Info, type SnapshotOpts, type Snapshotter, type Usage } from '../snapshots/snapshotter.js';
 import type { MetaStore } from '../storage/metastore.js';
-import { SnapshotRows, now, type SnapshotRow } from '../storage/snapshots.js';
+import { INODES_UNCOUNTED, SnapshotRows, now, type SnapshotRow } from '../storage/snapshots.js';
 import { Gate } from './gate.js';
 import { KeyLock } from './keylock.js';
 import { faultPoint } from './faults.js';
@@ -135,9 +135,21 @@ export class CoreSnapshotter implements Snapshotter {
   async usage(key: string): Promise<Usage> {
     validateKey(key);
     const row = this.store.read(() => this.mustGet(key));
-    if (row.kind === Kind.Committed) return { size: row.size, inodes: row.inodes };
+    if (row.kind === Kind.Committed && row.inodes !== INODES_UNCOUNTED) return { size: row.size, inodes: row.inodes };
     if (row.kind === Kind.View) return { size: 0, inodes: 0 };
-    return this.wrap(() => this.backend.usage(this.toBackend(row)));
+    if (row.kind === Kind.Active) return this.wrap(() => this.backend.usage(this.toBackend(row)));
+    // A committed snapshot whose backend left the inode count out of Commit
+    // (blockfile: it costs a superblock read on Commit's path): count it once,
+    // under the key's lock so a Remove cannot take the storage away meanwhile.
+    return this.locks.run([key], async () => {
+      const cur = this.store.read(() => this.mustGet(key));
+      if (cur.kind === Kind.View) return { size: 0, inodes: 0 };
+      if (cur.kind === Kind.Active) return this.wrap(() => this.backend.usage(this.toBackend(cur)));
+      if (cur.inodes !== INODES_UNCOUNTED) return { size: cur.size, inodes: cur.inodes };
+      const counted = await this.wrap(() => this.backend.usage(this.toBackend(cur)));
+      this.store.write(() => this.rows.setCountedInodes(cur.id, counted.inodes));
+      return { size: cur.size, inodes: counted.inodes };
+    });
   }
 
   async mounts(key: string): Promise<Mount[]> {

@@ -7,10 +7,10 @@
 import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { MetaStore } from '../storage/metastore.js';
-import { SnapshotRows, type SnapshotRow } from '../storage/snapshots.js';
+import { INODES_UNCOUNTED, SnapshotRows, type SnapshotRow } from '../storage/snapshots.js';
 import { metadataPath } from './open.js';
 import { Kind, kindName } from '../snapshots/snapshotter.js';
-import { allocatedBytes, fsInfo } from '../sys/fsinfo.js';
+import { allocatedBytes, fsInfo, readExt4Usage } from '../sys/fsinfo.js';
 import { withDefaults, poolNameOf } from '../backends/devmapper/config.js';
 import { NotFoundError, UnavailableError } from '../errdefs.js';
 import type { InstanceConfig } from '../config/types.js';
@@ -60,6 +60,8 @@ export function listEntries(inst: InstanceConfig, store: MetaStore): SnapshotEnt
       inodes = 0;
     } else if (row.kind === Kind.View) {
       usage = 0;
+    } else if (inodes === INODES_UNCOUNTED) {
+      inodes = inst.backend === 'blockfile' ? committedFileInodes(inst, row) : 0;
     }
     return {
       id: row.id,
@@ -168,6 +170,17 @@ function activeFileUsage(inst: InstanceConfig, row: SnapshotRow, byId: Map<numbe
   void byId;
   try {
     return Math.max(0, allocatedBytes(join(dir, 'snapshots', String(row.id))) - allocatedBytes(parent));
+  } catch {
+    return 0; // removed while we looked
+  }
+}
+
+/** committedFileInodes counts what the Usage RPC would for a committed image whose Commit left the count out. */
+function committedFileInodes(inst: InstanceConfig, row: SnapshotRow): number {
+  const dir = join(inst.root, 'blockfile');
+  const parent = row.parentId === null ? join(dir, 'base.img') : join(dir, 'snapshots', String(row.parentId));
+  try {
+    return Math.max(0, readExt4Usage(join(dir, 'snapshots', String(row.id))).inodesUsed - readExt4Usage(parent).inodesUsed);
   } catch {
     return 0; // removed while we looked
   }

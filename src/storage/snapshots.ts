@@ -4,7 +4,7 @@
 // (that is src/core's job) except what the schema itself guarantees.
 
 import type Database from 'better-sqlite3';
-import { Kind, type Info, type Timestamp, type Usage } from '../snapshots/snapshotter.js';
+import { Kind, type Info, type Timestamp } from '../snapshots/snapshotter.js';
 
 /** SnapshotState marks rows whose storage is still being made (see backends/backend.ts). */
 export type SnapshotState = 'creating' | 'ready';
@@ -19,8 +19,12 @@ export interface SnapshotRow {
   created: Timestamp;
   updated: Timestamp;
   size: number;
+  /** inodes of a committed row, or INODES_UNCOUNTED until the first Usage counts them. */
   inodes: number;
 }
+
+/** INODES_UNCOUNTED marks a committed row whose backend left its inode count to the first Usage. */
+export const INODES_UNCOUNTED = -1;
 
 interface RawRow {
   id: number;
@@ -82,6 +86,7 @@ export class SnapshotRows {
   private readonly setState: Database.Statement;
   private readonly setUpdated: Database.Statement;
   private readonly commitStmt: Database.Statement;
+  private readonly countedStmt: Database.Statement;
   private readonly allRows: Database.Statement;
   private readonly allLabels: Database.Statement;
   private readonly walkRows: Database.Statement;
@@ -109,6 +114,7 @@ export class SnapshotRows {
       `UPDATE snapshots SET key = ?, kind = ?, created_s = ?, created_ns = ?, updated_s = ?, updated_ns = ?,
        size = ?, inodes = ? WHERE id = ?`,
     );
+    this.countedStmt = db.prepare('UPDATE snapshots SET inodes = ? WHERE id = ? AND inodes = ?');
     this.allRows = db.prepare("SELECT * FROM snapshots WHERE state = 'ready' ORDER BY id");
     // Walk reads only what an Info needs, as arrays: 3× faster than full
     // row objects (1,000 rows: 1.65 → 0.58 ms; docs/performance.md).
@@ -184,9 +190,14 @@ export class SnapshotRows {
     this.setUpdated.run(at.seconds, at.nanos, id);
   }
 
-  /** commit turns an active row into a committed one under `name`, keeping its id. */
-  commit(id: number, name: string, at: Timestamp, usage: Usage): void {
-    this.commitStmt.run(name, Kind.Committed, at.seconds, at.nanos, at.seconds, at.nanos, usage.size, usage.inodes, id);
+  /** commit turns an active row into a committed one under `name`, keeping its id (inodes undefined: INODES_UNCOUNTED). */
+  commit(id: number, name: string, at: Timestamp, usage: { size: number; inodes?: number }): void {
+    this.commitStmt.run(name, Kind.Committed, at.seconds, at.nanos, at.seconds, at.nanos, usage.size, usage.inodes ?? INODES_UNCOUNTED, id);
+  }
+
+  /** setCountedInodes records the inode count of a committed row that had none yet. */
+  setCountedInodes(id: number, inodes: number): void {
+    this.countedStmt.run(inodes, id, INODES_UNCOUNTED);
   }
 
   /** info builds the containerd Info of a row. */

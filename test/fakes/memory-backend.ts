@@ -4,7 +4,7 @@
 // test/devmapper. It records calls and can be told to fail, to check that a
 // failed step changes nothing.
 
-import type { Backend, BackendSnapshot, CleanupReport } from '../../src/backends/backend.js';
+import type { Backend, BackendSnapshot, CleanupReport, CommitUsage } from '../../src/backends/backend.js';
 import { Kind, type Usage } from '../../src/snapshots/snapshotter.js';
 import type { Mount } from '../../src/snapshots/mount.js';
 
@@ -20,6 +20,8 @@ export class MemoryBackend implements Backend {
    * removal: what the core lets run meanwhile is what races the sweep.
    */
   cleanupStall: Promise<void> | undefined;
+  /** commitLeavesInodes makes commit() leave the inode count to the first Usage, as blockfile does. */
+  commitLeavesInodes = false;
 
   async init(): Promise<void> {
     this.calls.push('init');
@@ -37,13 +39,14 @@ export class MemoryBackend implements Backend {
     return [{ type: 'ext4', source, options: view ? ['ro'] : ['rw'] }];
   }
 
-  async commit(snap: BackendSnapshot): Promise<Usage> {
+  async commit(snap: BackendSnapshot): Promise<CommitUsage> {
     this.calls.push(`commit ${snap.id}`);
     this.throwIf('commit');
-    return { size: 4096 * snap.id, inodes: snap.id };
+    return this.commitLeavesInodes ? { size: 4096 * snap.id } : { size: 4096 * snap.id, inodes: snap.id };
   }
 
   async usage(snap: BackendSnapshot): Promise<Usage> {
+    this.calls.push(`usage ${snap.id}`);
     return { size: 1000 + snap.id, inodes: 1 };
   }
 

@@ -122,17 +122,25 @@ export function snapshotterSuite(name: string, opts: SuiteOptions): void {
 
     it('usage counts allocated bytes of the snapshot itself, not its parent', async () => {
       const big = Buffer.alloc(8 * 1024 * 1024, 7);
-      await write(await sn.prepare('l1', ''), (d) => writeFileSync(join(d, 'big'), big));
+      await write(await sn.prepare('l1', ''), (d) => {
+        writeFileSync(join(d, 'big'), big);
+        mkdirSync(join(d, 'dir'));
+        writeFileSync(join(d, 'dir', 'f'), 'f');
+      });
       await sn.commit('c1', 'l1');
       const u1 = await sn.usage('c1');
       // Allocation accounting is per filesystem block of the image file, and a
       // sparse copy may allocate a few blocks fewer than the base: allow 2%.
       expect(u1.size).toBeGreaterThanOrEqual(8 * 1024 * 1024 * 0.98);
       expect(u1.size).toBeLessThan(64 * 1024 * 1024);
-      expect(u1.inodes).toBeGreaterThanOrEqual(1);
-      await sn.prepare('l2', 'c1');
+      // The three inodes the layer made (big, dir, dir/f), counted once and kept.
+      expect(u1.inodes).toBe(3);
+      expect(await sn.usage('c1')).toEqual(u1);
+      await write(await sn.prepare('l2', 'c1'), (d) => writeFileSync(join(d, 'g'), 'g'));
       const u2 = await sn.usage('l2');
       expect(u2.size).toBeLessThan(4 * 1024 * 1024);
+      await sn.commit('c2', 'l2');
+      expect((await sn.usage('c2')).inodes).toBe(1);
     });
 
     it('removal: children first, then parents; keys are reusable and storage is released', async () => {

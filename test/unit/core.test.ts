@@ -57,6 +57,20 @@ describe('prepare, view, commit', () => {
     expect(await sn.usage('c')).toEqual({ size: expect.any(Number), inodes: expect.any(Number) });
   });
 
+  it('a commit that leaves inodes out has them counted by the first Usage, once, and kept', async () => {
+    backend.commitLeavesInodes = true;
+    await sn.prepare('a', '');
+    await sn.commit('c', 'a');
+    const id = Number(backend.calls.find((c) => c.startsWith('commit '))!.split(' ')[1]);
+    expect(backend.calls.filter((c) => c.startsWith('usage'))).toEqual([]);
+    expect(await sn.usage('c')).toEqual({ size: 4096 * id, inodes: 1 });
+    expect(await sn.usage('c')).toEqual({ size: 4096 * id, inodes: 1 });
+    expect(backend.calls.filter((c) => c.startsWith('usage'))).toEqual([`usage ${id}`]);
+    // Views and actives are unaffected.
+    await sn.view('v', 'c');
+    expect(await sn.usage('v')).toEqual({ size: 0, inodes: 0 });
+  });
+
   it('a child records its parent; the chain is walkable', async () => {
     await sn.prepare('a', '');
     await sn.commit('c1', 'a');
