@@ -6,8 +6,8 @@
 //
 //   node vm-tests/bench-client.mjs --socket S --snapshotter NAME [--namespace NS] [--iterations N] [--label L]
 //
-// Per iteration: Prepare(key, parent=<a committed one-file layer>) then
-// Commit(name, key), each timed alone (client wall time, ms); the pair is
+// Per iteration: Stat(parent) (the floor of one RPC), Prepare(key,
+// parent=<a committed one-file layer>) then Commit(name, key), each timed alone (client wall time, ms); the pair is
 // removed afterwards, untimed. Nothing is mounted: both calls are the
 // snapshotter's own cost.
 import { createRequire } from 'node:module';
@@ -68,9 +68,14 @@ async function main() {
 
   const prepare = [];
   const commit = [];
+  const stat = [];
   for (let i = 0; i < a.iterations; i++) {
     const key = `${run}-k${i}`;
     let t = process.hrtime.bigint();
+    // Stat of the parent: the floor of one RPC (client, gRPC, one metadata read) on this machine.
+    await call('Stat', { key: parent });
+    stat.push(Number(process.hrtime.bigint() - t) / 1e6);
+    t = process.hrtime.bigint();
     await call('Prepare', { key, parent, labels });
     prepare.push(Number(process.hrtime.bigint() - t) / 1e6);
     t = process.hrtime.bigint();
@@ -80,7 +85,7 @@ async function main() {
   }
   await call('Remove', { key: parent });
   c.close();
-  process.stdout.write(`${JSON.stringify({ label: a.label || a.snapshotter, snapshotter: a.snapshotter, iterations: a.iterations, prepareWithParentMs: summary(prepare), commitMs: summary(commit), rawMs: { prepare, commit } })}\n`);
+  process.stdout.write(`${JSON.stringify({ label: a.label || a.snapshotter, snapshotter: a.snapshotter, iterations: a.iterations, prepareWithParentMs: summary(prepare), commitMs: summary(commit), statMs: summary(stat), rawMs: { prepare, commit, stat } })}\n`);
 }
 
 main().catch((err) => {

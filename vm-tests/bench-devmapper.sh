@@ -16,6 +16,8 @@
 # (every Prepare does create_snap + activation: the cold path).
 # TSBLOCK_BENCH_BEFORE_CLI=<other checkout>/dist/cli.js adds a third row,
 # "tsblock-devmapper-before", served by that build (before/after, same run).
+# TSBLOCK_BENCH_CPU_PROF=<dir in the checkout> runs each tsblock server with
+# node --cpu-prof into <dir>/<label>/ (a profile of where a Prepare goes).
 # A private containerd (own root/state/socket, CRI off) gets its devmapper
 # snapshotter on a pool made here from two sparse loop files (dmsetup
 # create ... thin-pool, 64 KiB blocks, block zeroing off; tsblock's owned pool
@@ -36,6 +38,7 @@
 #         "snapshotter": name sent in requests, "iterations": N,
 #         "prepareWithParentMs": { "n", "p50", "p99", "min", "max", "mean" },
 #         "commitMs":            { "n", "p50", "p99", "min", "max", "mean" },
+#         "statMs":              { ... }  (Stat of the parent: one RPC's floor),
 #         "rawMs": { "prepare": [...], "commit": [...] } },
 #       ... ],
 #     "ratios": { "<tsblock label>": { "prepare": containerd p50 / its p50, "commit": … } },
@@ -98,7 +101,9 @@ RESULTS=()
 run_tsblock() { # label, warm spares (empty = default), cli
   local label=$1 spares=$2 cli=${3:-$REPO/dist/cli.js} r
   rm -rf "$W/tsb" "$W/tsb.sock"
-  TSBLOCK_DM_WARM_SPARES=$spares node "$cli" serve --backend devmapper --root "$W/tsb" --socket "$W/tsb.sock" \
+  local prof=()
+  [ -z "${TSBLOCK_BENCH_CPU_PROF:-}" ] || prof=(--cpu-prof --cpu-prof-dir="$TSBLOCK_BENCH_CPU_PROF/$label")
+  TSBLOCK_DM_WARM_SPARES=$spares node "${prof[@]}" "$cli" serve --backend devmapper --root "$W/tsb" --socket "$W/tsb.sock" \
     --data-size 2G --base-size 64M --log-level warn >"$W/$label.log" 2>&1 &
   TSB_PID=$!
   if wait_sock "$W/tsb.sock" 180 && r=$(node "$HERE/bench-client.mjs" --socket "$W/tsb.sock" --snapshotter tsblock \
@@ -164,9 +169,9 @@ printf '%s\n' "${RESULTS[@]}" | node -e '
     results: lines, ratios, ...(Object.keys(errors).length ? { errors } : {}) };
   fs.writeFileSync(out, JSON.stringify(doc, null, 2) + "\n");
   const md = [`Run ${doc.when}, ${doc.machine}, kernel ${doc.kernel}, ${iter} iterations, host load ${doc.hostLoad ?? "?"} (ms; ratio = containerd p50 / this p50)`, "",
-    "| snapshotter | Prepare p50 | p99 | Commit p50 | p99 | Prepare ratio | Commit ratio |", "| --- | --- | --- | --- | --- | --- | --- |"];
-  for (const r of lines) md.push(`| ${r.label} | ${r.prepareWithParentMs.p50} | ${r.prepareWithParentMs.p99} | ${r.commitMs.p50} | ${r.commitMs.p99} | ${ratios[r.label]?.prepare ?? ""} | ${ratios[r.label]?.commit ?? ""} |`);
-  for (const [k, v] of Object.entries(errors)) md.push(`| ${k} | FAILED: ${v} | | | | | |`);
+    "| snapshotter | Prepare p50 | p99 | Commit p50 | p99 | Stat p50 | Prepare ratio | Commit ratio |", "| --- | --- | --- | --- | --- | --- | --- | --- |"];
+  for (const r of lines) md.push(`| ${r.label} | ${r.prepareWithParentMs.p50} | ${r.prepareWithParentMs.p99} | ${r.commitMs.p50} | ${r.commitMs.p99} | ${r.statMs?.p50 ?? ""} | ${ratios[r.label]?.prepare ?? ""} | ${ratios[r.label]?.commit ?? ""} |`);
+  for (const [k, v] of Object.entries(errors)) md.push(`| ${k} | FAILED: ${v} | | | | | | |`);
   fs.writeFileSync(out.replace(/\.json$/, "") + ".md", md.join("\n") + "\n");
   console.log("\n" + md.join("\n"));
   console.log(`JSON: ${out}`);
