@@ -35,7 +35,6 @@ export const FAULT_POINTS = [
   'blockfile:base:after-mkfs',
   'blockfile:base:after-rename',
   'blockfile:create:after-clone',
-  'blockfile:create:after-rename',
   'blockfile:commit:after-flush',
   'blockfile:detach:after-rename',
   'blockfile:destroy:after-unlink',

@@ -100,17 +100,19 @@ export class BlockfileBackend implements Backend {
 
   async create(snap: BackendSnapshot): Promise<void> {
     if (snap.kind === Kind.View) return;
-    const src = snap.parent ? this.imagePath(snap.parent.id) : this.basePath;
-    const tmp = `${this.imagePath(snap.id)}.tmp`;
-    const how = await cloneOrCopy(src, tmp);
+    // The image is made at its own path directly: until create returns, the
+    // core's row says `creating`, and a creating row's storage, whole or
+    // half made, is destroyed by start-up and never mounted. (A temp name
+    // and a rename bought nothing on top, for a thread-pool round trip per
+    // Prepare; `.tmp` files of older versions are still swept.)
+    const dst = this.imagePath(snap.id);
+    const how = await cloneOrCopy(this.parentPath(snap), dst);
     if (how === 'sparse-copy') this.warnCopy();
     faultPoint('blockfile:create:after-clone');
     try {
-      if (snap.sizeBytes !== undefined) await this.grow(tmp, snap.sizeBytes);
-      await fsp.rename(tmp, this.imagePath(snap.id));
-      faultPoint('blockfile:create:after-rename');
+      if (snap.sizeBytes !== undefined) await this.grow(dst, snap.sizeBytes);
     } catch (err) {
-      await fsp.rm(tmp, { force: true });
+      await fsp.rm(dst, { force: true });
       throw err;
     }
   }
