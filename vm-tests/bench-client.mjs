@@ -4,7 +4,7 @@
 // snapshotters), with the containerd-namespace metadata header. Used by
 // vm-tests/bench-devmapper.sh; prints one JSON object on stdout.
 //
-//   node vm-tests/bench-client.mjs --socket S --snapshotter NAME [--namespace NS] [--iterations N] [--label L]
+//   node vm-tests/bench-client.mjs --socket S --snapshotter NAME [--namespace NS] [--iterations N] [--label L] [--pause MS]
 //
 // Per iteration: Stat(parent) (the floor of one RPC), Prepare(key,
 // parent=<a committed one-file layer>) then Commit(name, key), each timed alone (client wall time, ms); the pair is
@@ -20,11 +20,11 @@ const grpc = require('@grpc/grpc-js');
 const protoLoader = require('@grpc/proto-loader');
 
 function args() {
-  const a = { namespace: 'bench', iterations: 20, label: '' };
+  const a = { namespace: 'bench', iterations: 20, label: '', pause: 0 };
   const v = process.argv.slice(2);
   for (let i = 0; i < v.length; i += 2) {
     const k = v[i].replace(/^--/, '');
-    a[k] = k === 'iterations' ? Number(v[i + 1]) : v[i + 1];
+    a[k] = k === 'iterations' || k === 'pause' ? Number(v[i + 1]) : v[i + 1];
   }
   if (!a.socket || !a.snapshotter) throw new Error('usage: bench-client.mjs --socket S --snapshotter NAME [--namespace NS] [--iterations N]');
   return a;
@@ -71,6 +71,9 @@ async function main() {
   const stat = [];
   for (let i = 0; i < a.iterations; i++) {
     const key = `${run}-k${i}`;
+    // --pause: each iteration starts on an idle snapshotter, as a kubelet's
+    // Prepares do (pulls, mounts and VM boots run between them); untimed.
+    if (a.pause > 0) await new Promise((r) => setTimeout(r, a.pause));
     let t = process.hrtime.bigint();
     // Stat of the parent: the floor of one RPC (client, gRPC, one metadata read) on this machine.
     await call('Stat', { key: parent });
@@ -85,7 +88,7 @@ async function main() {
   }
   await call('Remove', { key: parent });
   c.close();
-  process.stdout.write(`${JSON.stringify({ label: a.label || a.snapshotter, snapshotter: a.snapshotter, iterations: a.iterations, prepareWithParentMs: summary(prepare), commitMs: summary(commit), statMs: summary(stat), rawMs: { prepare, commit, stat } })}\n`);
+  process.stdout.write(`${JSON.stringify({ label: a.label || a.snapshotter, snapshotter: a.snapshotter, iterations: a.iterations, pauseMs: a.pause, prepareWithParentMs: summary(prepare), commitMs: summary(commit), statMs: summary(stat), rawMs: { prepare, commit, stat } })}\n`);
 }
 
 main().catch((err) => {
