@@ -32,7 +32,7 @@ import { INODES_UNCOUNTED, SnapshotRows, now, type SnapshotRow } from '../storag
 import { Gate } from './gate.js';
 import { KeyLock } from './keylock.js';
 import { faultPoint } from './faults.js';
-import { checkSpace, DEFAULT_MIN_FREE, type MinFree } from './space.js';
+import { checkSpace, DEFAULT_MIN_FREE, guardOn, type MinFree } from './space.js';
 
 /** CoreLogger receives one structured record per notable event. */
 export type CoreLogger = (level: 'debug' | 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) => void;
@@ -271,7 +271,7 @@ export class CoreSnapshotter implements Snapshotter {
     // A view of a committed image allocates nothing (blockfile) or next to
     // nothing; an active snapshot is where containers write, so it is the one
     // refused when the storage is below the reserve.
-    if (kind === Kind.Active && this.backend.freeSpace) checkSpace(await this.backend.freeSpace(), this.minFree);
+    if (kind === Kind.Active && this.backend.freeSpace && guardOn(this.minFree)) checkSpace(await this.backend.freeSpace(), this.minFree);
     return this.gate.shared(() => this.locks.run([key], async () => {
       const made = this.store.write((): SnapshotRow | { claimed: string } => {
         if (this.rows.get(key)) throw new AlreadyExistsError(`snapshot ${key}: already exists`);

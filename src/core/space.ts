@@ -48,6 +48,8 @@ export function parseMinFree(raw: string | number, what = '--min-free'): MinFree
     if (!(percent >= 0 && percent < 100)) throw new InvalidArgumentError(`${what}: a percentage must be in [0, 100), got ${s}`);
     return { percent };
   }
+  // "0" (or 0B, 0M…) turns the guard off; parseSize takes only positive sizes.
+  if (/^0+(?:\.0+)?\s*(?:[KMGT]?(?:i?B)?)$/i.test(s)) return { bytes: 0 };
   return { bytes: parseSize(s, what) };
 }
 
@@ -62,6 +64,11 @@ export function describeMinFree(min: MinFree): string {
   if (min.bytes) parts.push(formatSize(min.bytes));
   if (min.percent) parts.push(`${min.percent}%`);
   return parts.length > 0 ? parts.join(' or ') : 'off';
+}
+
+/** guardOn tells whether a reserve is set at all (--min-free 0 turns the guard, and its reading, off). */
+export function guardOn(min: MinFree): boolean {
+  return (min.bytes ?? 0) > 0 || (min.percent ?? 0) > 0;
 }
 
 /** checkSpace throws ResourceExhaustedError when `space` has less than the reserve free. */

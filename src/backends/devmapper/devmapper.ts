@@ -55,6 +55,8 @@ import {
 const noLog: CoreLogger = () => {};
 /** ALLOCATE_TRIES bounds retries when a shared pool already holds an id we picked. */
 const ALLOCATE_TRIES = 8;
+/** FREE_SPACE_TTL_MS is how long one pool status reading answers freeSpace(). */
+const FREE_SPACE_TTL_MS = 250;
 
 /** DevmapperBackend implements Backend with dm-thin devices. */
 export class DevmapperBackend implements Backend {
@@ -64,6 +66,7 @@ export class DevmapperBackend implements Backend {
   private readonly spares: SparePool;
   /** fresh holds rows create() just activated, for the mounts() call that follows it. */
   private readonly fresh = new Map<number, DeviceRow>();
+  private spaceReading: { at: number; value: FreeSpace } | undefined;
   /**
    * mayBeActive holds snapshot ids whose device may be live though committed
    * (left active at commit because in use, or found at start-up): only
@@ -285,6 +288,13 @@ export class DevmapperBackend implements Backend {
    * shared pool made by someone else is measured right too.
    */
   freeSpace(): FreeSpace {
+    // One reading serves the Prepares of the next FREE_SPACE_TTL_MS (a pool
+    // status is an ioctl per Prepare otherwise, ~4 ms under emulation). A
+    // reading can only be too hopeful by what was written since, for that
+    // long: releasing a thin device drops it, so freed space counts at once.
+    // The kernel's error_if_no_space is the hard stop either way.
+    const now = performance.now();
+    if (this.spaceReading && now - this.spaceReading.at < FREE_SPACE_TTL_MS) return this.spaceReading.value;
     // noflush: the figures of the last metadata commit (every create_snap
     // commits), without making the pool commit again for every Prepare.
     const t = status(this.poolName, { noflush: true }).find((x) => x.type === 'thin-pool');
@@ -294,7 +304,9 @@ export class DevmapperBackend implements Backend {
     const blockBytes = st.totalDataBlocks > 0 ? total / st.totalDataBlocks : 0;
     const full = st.mode !== 'rw' || st.failed || st.usedMetadataBlocks >= st.totalMetadataBlocks;
     const free = full ? 0 : (st.totalDataBlocks - st.usedDataBlocks) * blockBytes;
-    return { free, total, what: `thin-pool ${this.poolName}` };
+    const value = { free, total, what: `thin-pool ${this.poolName}` };
+    this.spaceReading = { at: now, value };
+    return value;
   }
 
   async close(): Promise<void> {
@@ -446,6 +458,8 @@ export class DevmapperBackend implements Backend {
       deleteThin(this.poolName, row.thinId);
     } catch (err) {
       if (!(err instanceof NotFoundError)) throw err;
+    } finally {
+      this.spaceReading = undefined; // the pool has more free now
     }
     crashPoint('remove:after-delete-thin');
     this.store.write((tx) => deleteDevice(tx, row.snapshotId));

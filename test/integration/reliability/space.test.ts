@@ -13,7 +13,7 @@ import { rootReason } from '../../helpers/env.js';
 import { TestClient, failure, grpc } from '../../helpers/client.js';
 import { leaksUnder } from '../../helpers/leaks.js';
 import { mountOne, releaseMount, type MountHandle } from '../../../src/sys/mount.js';
-import { checkSpace, parseMinFree, spaceEvents, thresholdBytes, type LowSpaceEvent } from '../../../src/core/space.js';
+import { checkSpace, guardOn, parseMinFree, spaceEvents, thresholdBytes, type LowSpaceEvent } from '../../../src/core/space.js';
 import { ServerProc, distReason, tail } from './server.js';
 import { recordFigures } from './figures.js';
 
@@ -37,6 +37,13 @@ describe('low-space guard (pure)', () => {
     }
     expect(seen).toHaveLength(1);
     expect(seen[0]!.threshold).toBe(50);
+    // --min-free 0 turns the guard off: the core then takes no reading at all.
+    expect(parseMinFree('0')).toEqual({ bytes: 0 });
+    expect(parseMinFree(0)).toEqual({ bytes: 0 }); // min_free = 0 in the TOML config
+    expect(guardOn(parseMinFree('0'))).toBe(false);
+    expect(guardOn(parseMinFree('0%'))).toBe(false);
+    expect(guardOn(parseMinFree('1%'))).toBe(true);
+    expect(guardOn(parseMinFree('512M'))).toBe(true);
   });
 });
 
