@@ -38,13 +38,13 @@ export interface BackendSnapshot {
   sizeBytes?: number;
 }
 
-/** CleanupReport says what cleanup() reclaimed, for logs and `tsblock gc`. */
 /** CommitUsage is a commit's usage; inodes undefined means "not counted yet". */
 export interface CommitUsage {
   size: number;
   inodes?: number;
 }
 
+/** CleanupReport says what cleanup() reclaimed, for logs and `tsblock gc`. */
 export interface CleanupReport {
   removed: string[];
 }

@@ -34,6 +34,9 @@ import { KeyLock } from './keylock.js';
 import { faultPoint } from './faults.js';
 import { checkSpace, DEFAULT_MIN_FREE, guardOn, type MinFree } from './space.js';
 
+/** uncounted tells a committed row whose inodes its backend left to the first Usage. */
+const uncounted = (row: SnapshotRow): boolean => row.kind === Kind.Committed && row.inodes === INODES_UNCOUNTED;
+
 /** CoreLogger receives one structured record per notable event. */
 export type CoreLogger = (level: 'debug' | 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) => void;
 
@@ -135,21 +138,24 @@ export class CoreSnapshotter implements Snapshotter {
   async usage(key: string): Promise<Usage> {
     validateKey(key);
     const row = this.store.read(() => this.mustGet(key));
-    if (row.kind === Kind.Committed && row.inodes !== INODES_UNCOUNTED) return { size: row.size, inodes: row.inodes };
-    if (row.kind === Kind.View) return { size: 0, inodes: 0 };
-    if (row.kind === Kind.Active) return this.wrap(() => this.backend.usage(this.toBackend(row)));
+    if (!uncounted(row)) return this.measured(row);
     // A committed snapshot whose backend left the inode count out of Commit
     // (blockfile: it costs a superblock read on Commit's path): count it once,
     // under the key's lock so a Remove cannot take the storage away meanwhile.
     return this.locks.run([key], async () => {
       const cur = this.store.read(() => this.mustGet(key));
-      if (cur.kind === Kind.View) return { size: 0, inodes: 0 };
-      if (cur.kind === Kind.Active) return this.wrap(() => this.backend.usage(this.toBackend(cur)));
-      if (cur.inodes !== INODES_UNCOUNTED) return { size: cur.size, inodes: cur.inodes };
+      if (!uncounted(cur)) return this.measured(cur);
       const counted = await this.wrap(() => this.backend.usage(this.toBackend(cur)));
       this.store.write(() => this.rows.setCountedInodes(cur.id, counted.inodes));
       return { size: cur.size, inodes: counted.inodes };
     });
+  }
+
+  /** measured is a row's usage where no counting is left to do: stored (committed), none (view), or measured now (active). */
+  private measured(row: SnapshotRow): Promise<Usage> | Usage {
+    if (row.kind === Kind.Committed) return { size: row.size, inodes: row.inodes };
+    if (row.kind === Kind.View) return { size: 0, inodes: 0 };
+    return this.wrap(() => this.backend.usage(this.toBackend(row)));
   }
 
   async mounts(key: string): Promise<Mount[]> {

@@ -56,7 +56,7 @@ export function listEntries(inst: InstanceConfig, store: MetaStore): SnapshotEnt
     if (row.kind === Kind.Active) {
       // Active snapshots change under the daemon; measure them now, as the
       // Usage RPC would (blockfile: allocated blocks beyond the parent's).
-      usage = inst.backend === 'blockfile' ? activeFileUsage(inst, row, byId) : devs.get(row.id)?.mapped ?? 0;
+      usage = inst.backend === 'blockfile' ? activeFileUsage(inst, row) : devs.get(row.id)?.mapped ?? 0;
       inodes = 0;
     } else if (row.kind === Kind.View) {
       usage = 0;
@@ -164,12 +164,10 @@ export function noDmMessage(): string {
     'load it with "modprobe dm_thin_pool", or use the blockfile backend';
 }
 
-function activeFileUsage(inst: InstanceConfig, row: SnapshotRow, byId: Map<number, SnapshotRow>): number {
-  const dir = join(inst.root, 'blockfile');
-  const parent = row.parentId === null ? join(dir, 'base.img') : join(dir, 'snapshots', String(row.parentId));
-  void byId;
+function activeFileUsage(inst: InstanceConfig, row: SnapshotRow): number {
+  const { image, parent } = imageFiles(inst, row);
   try {
-    return Math.max(0, allocatedBytes(join(dir, 'snapshots', String(row.id))) - allocatedBytes(parent));
+    return Math.max(0, allocatedBytes(image) - allocatedBytes(parent));
   } catch {
     return 0; // removed while we looked
   }
@@ -177,13 +175,21 @@ function activeFileUsage(inst: InstanceConfig, row: SnapshotRow, byId: Map<numbe
 
 /** committedFileInodes counts what the Usage RPC would for a committed image whose Commit left the count out. */
 function committedFileInodes(inst: InstanceConfig, row: SnapshotRow): number {
-  const dir = join(inst.root, 'blockfile');
-  const parent = row.parentId === null ? join(dir, 'base.img') : join(dir, 'snapshots', String(row.parentId));
+  const { image, parent } = imageFiles(inst, row);
   try {
-    return Math.max(0, readExt4Usage(join(dir, 'snapshots', String(row.id))).inodesUsed - readExt4Usage(parent).inodesUsed);
+    return Math.max(0, readExt4Usage(image).inodesUsed - readExt4Usage(parent).inodesUsed);
   } catch {
     return 0; // removed while we looked
   }
+}
+
+/** imageFiles are a blockfile snapshot's image and its parent's (or the base). */
+function imageFiles(inst: InstanceConfig, row: SnapshotRow): { image: string; parent: string } {
+  const dir = join(inst.root, 'blockfile');
+  return {
+    image: join(dir, 'snapshots', String(row.id)),
+    parent: row.parentId === null ? join(dir, 'base.img') : join(dir, 'snapshots', String(row.parentId)),
+  };
 }
 
 function sizeOf(inst: InstanceConfig, storage: string, devSize: number | undefined): number | undefined {

@@ -28,8 +28,8 @@ import { Kind, type Usage } from '../../snapshots/snapshotter.js';
 import type { Mount } from '../../snapshots/mount.js';
 import type { MetaStore, Tx } from '../../storage/metastore.js';
 import type { CoreLogger } from '../../core/snapshotter.js';
-import { activate, deviceInfo, devicePath, discardDevice, listDevices, removeDevice, status, suspend, resume } from '../../sys/dm.js';
-import { createSnap, createSnapAsync, createThin, deleteThin, parsePoolStatus, thinStatus, thinTable } from '../../sys/dm-thin.js';
+import { activate, deviceInfo, devicePath, discardDevice, listDevices, removeDevice, suspend, resume } from '../../sys/dm.js';
+import { createSnap, createSnapAsync, createThin, deleteThin, thinStatus, thinTable } from '../../sys/dm-thin.js';
 import type { FreeSpace } from '../../core/space.js';
 import { makeExt4, runTool } from '../../sys/exec.js';
 import { readExt4Usage } from '../../sys/fsinfo.js';
@@ -37,7 +37,7 @@ import { AlreadyExistsError, FailedPreconditionError, InternalError, NotFoundErr
 import { poolNameOf, validate, type DevmapperConfig } from './config.js';
 import { crashPoint } from './crashpoint.js';
 import { faultPoint } from '../../core/faults.js';
-import { closeOwnedPool, openPool, type PoolHandle } from './pool.js';
+import { PoolSpace, closeOwnedPool, openPool, type PoolHandle } from './pool.js';
 import { SparePool } from './spares.js';
 import {
   BASE_SNAPSHOT_ID,
@@ -55,8 +55,6 @@ import {
 const noLog: CoreLogger = () => {};
 /** ALLOCATE_TRIES bounds retries when a shared pool already holds an id we picked. */
 const ALLOCATE_TRIES = 8;
-/** FREE_SPACE_TTL_MS is how long one pool status reading answers freeSpace(). */
-const FREE_SPACE_TTL_MS = 250;
 
 /** DevmapperBackend implements Backend with dm-thin devices. */
 export class DevmapperBackend implements Backend {
@@ -66,7 +64,7 @@ export class DevmapperBackend implements Backend {
   private readonly spares: SparePool;
   /** fresh holds rows create() just activated, for the mounts() call that follows it. */
   private readonly fresh = new Map<number, DeviceRow>();
-  private spaceReading: { at: number; value: FreeSpace } | undefined;
+  private readonly space: PoolSpace;
   /**
    * mayBeActive holds snapshot ids whose device may be live though committed
    * (left active at commit because in use, or found at start-up): only
@@ -80,6 +78,7 @@ export class DevmapperBackend implements Backend {
     private readonly log: CoreLogger = noLog,
   ) {
     this.poolName = poolNameOf(cfg);
+    this.space = new PoolSpace(this.poolName);
     this.spares = new SparePool(
       {
         store,
@@ -275,40 +274,17 @@ export class DevmapperBackend implements Backend {
     return this.spares.settled();
   }
 
+  /** freeSpace is the pool's unallocated data space (pool.ts, PoolSpace), for the core's --min-free guard. */
+  freeSpace(): FreeSpace {
+    return this.space.read();
+  }
+
   /**
    * close releases what nobody uses when tsblock owns the pool: idle devices
    * (mounts() re-activates on demand) and then the pool, whose loops
    * auto-clear. Devices a container or VM still holds answer EBUSY and stay,
    * and so does the pool under them. An operator's pool is left alone.
    */
-  /**
-   * freeSpace is the pool's unallocated data space: the core refuses new
-   * snapshots below --min-free so a full pool fails Prepare early rather than
-   * a container's writes. The block size comes from the live table, so a
-   * shared pool made by someone else is measured right too.
-   */
-  freeSpace(): FreeSpace {
-    // One reading serves the Prepares of the next FREE_SPACE_TTL_MS (a pool
-    // status is an ioctl per Prepare otherwise, ~4 ms under emulation). A
-    // reading can only be too hopeful by what was written since, for that
-    // long: releasing a thin device drops it, so freed space counts at once.
-    // The kernel's error_if_no_space is the hard stop either way.
-    const now = performance.now();
-    if (this.spaceReading && now - this.spaceReading.at < FREE_SPACE_TTL_MS) return this.spaceReading.value;
-    // noflush: the figures of the last metadata commit (every create_snap
-    // commits), without making the pool commit again for every Prepare.
-    const t = status(this.poolName, { noflush: true }).find((x) => x.type === 'thin-pool');
-    if (!t) throw new InternalError(`device ${this.poolName} has no thin-pool target`);
-    const st = parsePoolStatus(t.params);
-    const total = t.length * 512;
-    const blockBytes = st.totalDataBlocks > 0 ? total / st.totalDataBlocks : 0;
-    const full = st.mode !== 'rw' || st.failed || st.usedMetadataBlocks >= st.totalMetadataBlocks;
-    const free = full ? 0 : (st.totalDataBlocks - st.usedDataBlocks) * blockBytes;
-    const value = { free, total, what: `thin-pool ${this.poolName}` };
-    this.spaceReading = { at: now, value };
-    return value;
-  }
-
   async close(): Promise<void> {
     await this.spares.stop();
     if (!this.pool?.owned) return;
@@ -459,7 +435,7 @@ export class DevmapperBackend implements Backend {
     } catch (err) {
       if (!(err instanceof NotFoundError)) throw err;
     } finally {
-      this.spaceReading = undefined; // the pool has more free now
+      this.space.forget(); // the pool has more free now
     }
     crashPoint('remove:after-delete-thin');
     this.store.write((tx) => deleteDevice(tx, row.snapshotId));

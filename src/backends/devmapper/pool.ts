@@ -8,13 +8,16 @@
 // The loops are attached with autoclear and the attach descriptor is closed
 // once the pool holds them, so tearing the pool down releases the loops and
 // a crash mid-way leaks nothing.
+//
+// PoolSpace reads the pool's free data space for the low-space guard.
 
 import fs from 'node:fs';
 import { join } from 'node:path';
-import { activate, deviceInfo, devicePath, removeDevice, tableStatus } from '../../sys/dm.js';
-import { poolStatus, thinPoolTable, type PoolStatus } from '../../sys/dm-thin.js';
+import { activate, deviceInfo, devicePath, removeDevice, status, tableStatus } from '../../sys/dm.js';
+import { parsePoolStatus, poolStatus, thinPoolTable, type PoolStatus } from '../../sys/dm-thin.js';
 import { attachLoop, findLoopsFor, releaseLoop, type LoopDevice } from '../../sys/loop.js';
-import { NotFoundError, UnavailableError } from '../../errdefs.js';
+import { InternalError, NotFoundError, UnavailableError } from '../../errdefs.js';
+import type { FreeSpace } from '../../core/space.js';
 import { poolNameOf, type DevmapperConfig } from './config.js';
 import { faultPoint } from '../../core/faults.js';
 
@@ -128,4 +131,45 @@ function reuseOrAttach(file: string, held: LoopDevice[]): string {
 export async function closeOwnedPool(p: PoolHandle): Promise<void> {
   if (!p.owned) return;
   await removeDevice(p.name);
+}
+
+/** FREE_SPACE_TTL_MS is how long one pool status reading answers PoolSpace.read(). */
+const FREE_SPACE_TTL_MS = 250;
+
+/**
+ * PoolSpace is the pool's unallocated data space, for the core's --min-free
+ * guard: a full pool then fails Prepare early rather than a container's
+ * writes. The block size comes from the live table, so a shared pool made by
+ * someone else is measured right too. One reading serves the next
+ * FREE_SPACE_TTL_MS (a status ioctl per Prepare was ~4 ms under emulation);
+ * it can only be too hopeful by what was written since, and forget() (called
+ * whenever a thin device is released) makes freed space count at once. The
+ * kernel's error_if_no_space is the hard stop either way.
+ */
+export class PoolSpace {
+  private reading: { at: number; value: FreeSpace } | undefined;
+
+  constructor(private readonly poolName: string) {}
+
+  read(): FreeSpace {
+    const now = performance.now();
+    if (this.reading && now - this.reading.at < FREE_SPACE_TTL_MS) return this.reading.value;
+    // noflush: the figures of the last metadata commit (every create_snap
+    // commits), without making the pool commit again for every Prepare.
+    const t = status(this.poolName, { noflush: true }).find((x) => x.type === 'thin-pool');
+    if (!t) throw new InternalError(`device ${this.poolName} has no thin-pool target`);
+    const st = parsePoolStatus(t.params);
+    const total = t.length * 512;
+    const blockBytes = st.totalDataBlocks > 0 ? total / st.totalDataBlocks : 0;
+    const full = st.mode !== 'rw' || st.failed || st.usedMetadataBlocks >= st.totalMetadataBlocks;
+    const free = full ? 0 : (st.totalDataBlocks - st.usedDataBlocks) * blockBytes;
+    const value = { free, total, what: `thin-pool ${this.poolName}` };
+    this.reading = { at: now, value };
+    return value;
+  }
+
+  /** forget drops the last reading (space was freed). */
+  forget(): void {
+    this.reading = undefined;
+  }
 }
