@@ -76,8 +76,12 @@ TOML
 setsid containerd --config "$W/containerd/config.toml" >"$W/containerd.log" 2>&1 &
 CD_PID=$!
 for _ in $(seq 1 100); do "${CTR[@]}" version >/dev/null 2>&1 && break; sleep 0.1; done
-if "${CTR[@]}" plugins ls | grep -Eq 'io.containerd.snapshotter.v1 +tsblock +- +ok'; then pass "ctr plugins ls: tsblock ok"
-else fail "ctr plugins ls shows tsblock ok"; tail -20 "$W/containerd.log"; exit 1; fi
+# Output is captured before it is matched: under pipefail, `ctr … | grep -q` fails
+# whenever grep exits at its match while ctr is still writing the rows after it
+# (ctr's table is ~450 small writes), and CI's loaded machine hit exactly that.
+plugins=$("${CTR[@]}" plugins ls 2>&1)
+if grep -Eq 'io.containerd.snapshotter.v1 +tsblock +- +ok' <<<"$plugins"; then pass "ctr plugins ls: tsblock ok"
+else fail "ctr plugins ls shows tsblock ok"; echo "$plugins"; tail -20 "$W/containerd.log"; exit 1; fi
 
 # 3. an image and a running container on tsblock
 python3 "$MKIMAGE" hello --busybox /bin/busybox --name "$IMG" --out "$W/hello.tar" >/dev/null
@@ -91,7 +95,7 @@ case $root_mount in "/dev/loop"*" / ext4 "*) pass "the container's root is ext4 
 # 4. tsblock ls / usage / metrics show that container's snapshot
 key=$("${TSB[@]}" ls --json | node -e 'const l=JSON.parse(require("fs").readFileSync(0,"utf8"));const e=l.find(x=>x.kind==="active"&&x.key.endsWith("/qs-c"));if(e)console.log(e.key)')
 if [ -n "$key" ]; then pass "tsblock ls shows the container's active snapshot ($key)"; else fail "tsblock ls shows the container's snapshot"; "${TSB[@]}" ls; fi
-if "${TSB[@]}" ls | grep -Fq "$key"; then pass "tsblock ls (table) lists it"; else fail "tsblock ls (table) lists it"; fi
+if grep -Fq "$key" <<<"$("${TSB[@]}" ls)"; then pass "tsblock ls (table) lists it"; else fail "tsblock ls (table) lists it"; fi
 if "${TSB[@]}" usage --json | node -e 'const u=JSON.parse(require("fs").readFileSync(0,"utf8"))[0];process.exit(u.snapshots.some(s=>s.key===process.argv[1])&&u.totalBytes>0?0:1)' "$key"; then
   pass "tsblock usage reports it"
 else fail "tsblock usage reports it"; "${TSB[@]}" usage; fi
@@ -105,7 +109,7 @@ fi
 
 # and the way out: containerd's GC empties tsblock
 "${CTR[@]}" tasks kill -s KILL qs-c >/dev/null 2>&1
-for _ in $(seq 1 50); do "${CTR[@]}" tasks ls -q | grep -qx qs-c || break; "${CTR[@]}" tasks rm -f qs-c >/dev/null 2>&1; sleep 0.2; done
+for _ in $(seq 1 50); do grep -qx qs-c <<<"$("${CTR[@]}" tasks ls -q)" || break; "${CTR[@]}" tasks rm -f qs-c >/dev/null 2>&1; sleep 0.2; done
 "${CTR[@]}" containers rm qs-c >/dev/null 2>&1
 "${CTR[@]}" images rm --sync "$IMG" >/dev/null 2>&1
 left=$("${TSB[@]}" ls --json | node -e 'console.log(JSON.parse(require("fs").readFileSync(0,"utf8")).length)')

@@ -47,7 +47,7 @@ pkgs=(ca-certificates curl xz-utils e2fsprogs xfsprogs util-linux dmsetup thin-p
 [ -z "$SHARED" ] || pkgs+=(golang-go golang-github-containerd-containerd-dev)
 missing=()
 for p in "${pkgs[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  [[ $(dpkg-query -W -f='${Status}' "$p" 2>/dev/null) == "install ok installed" ]] || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
   say "apt-get install ${missing[*]}"
