@@ -59,11 +59,19 @@ export interface Backend {
   /** mounts returns the single mount of a ready snapshot (may activate a device). */
   mounts(snap: BackendSnapshot): Promise<Mount[]>;
   /**
-   * commit makes an active snapshot's content durable and returns its usage;
-   * a backend that leaves inodes out has the core count them with usage() the
-   * first time Usage asks (the committed content no longer changes).
+   * commit ends an active snapshot's writable life and returns its usage; a
+   * backend that leaves inodes out has the core count them with usage() the
+   * first time Usage asks (the committed content no longer changes). Without
+   * flush(), commit must also make the content durable.
    */
   commit(snap: BackendSnapshot): Promise<CommitUsage>;
+  /**
+   * flush makes a committed snapshot's content durable (optional). The core
+   * runs it after Commit has answered and before anything builds on, removes
+   * or outlives the snapshot (core/durability.ts); it may run again after a
+   * crash, so it must be idempotent.
+   */
+  flush?(snap: BackendSnapshot): Promise<void>;
   /** usage measures an active snapshot now, or a committed one whose inodes commit left out. */
   usage(snap: BackendSnapshot): Promise<Usage>;
   /** detach is the synchronous in-transaction first step of removal. */

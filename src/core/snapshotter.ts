@@ -5,7 +5,8 @@
 // Transaction shape of each operation (see backends/backend.ts):
 //   prepare/view  tx: validate + insert `creating` row → backend.create →
 //                 tx: mark ready (on failure: tx delete row, backend.destroy)
-//   commit        backend.commit (durability, usage) → tx: re-validate + rename
+//   commit        backend.commit (usage) → tx: re-validate + rename [+ unflushed row]
+//                 → answer; backend.flush after it (durability.ts)
 //   remove        tx: validate + delete row + backend.detach → backend.destroy
 //   update        tx
 // A crash between two steps leaves either a `creating` row or storage no row
@@ -29,6 +30,8 @@ import type { Mount } from '../snapshots/mount.js';
 import { Kind, type Info, type SnapshotOpts, type Snapshotter, type Usage } from '../snapshots/snapshotter.js';
 import type { MetaStore } from '../storage/metastore.js';
 import { INODES_UNCOUNTED, SnapshotRows, now, type SnapshotRow } from '../storage/snapshots.js';
+import { currentBootId } from './boot.js';
+import { Flushes } from './durability.js';
 import { Gate } from './gate.js';
 import { KeyLock } from './keylock.js';
 import { faultPoint } from './faults.js';
@@ -47,6 +50,8 @@ export interface CoreOptions {
   log?: CoreLogger;
   /** minFree is the space reserve a new snapshot may not eat into (default DEFAULT_MIN_FREE; see space.ts). */
   minFree?: MinFree;
+  /** bootId names this kernel boot (default: the kernel's; null: unknown, flushes stay on Commit's path; see durability.ts). */
+  bootId?: string | null;
 }
 
 const noLog: CoreLogger = () => {};
@@ -61,21 +66,25 @@ export class CoreSnapshotter implements Snapshotter {
   /** gate keeps Cleanup's sweep apart from operations that make or drop storage. */
   private readonly gate = new Gate();
   private readonly log: CoreLogger;
+  /** flushes makes committed content durable after Commit answers (durability.ts). */
+  private readonly flushes: Flushes;
   private closed = false;
   private minFree: MinFree = DEFAULT_MIN_FREE;
 
   private constructor(
     readonly store: MetaStore,
     readonly backend: Backend,
-    log?: CoreLogger,
+    log: CoreLogger | undefined,
+    bootId: string | undefined,
   ) {
     this.rows = new SnapshotRows(store.db);
     this.log = log ?? noLog;
+    this.flushes = new Flushes(store, this.rows, backend, bootId, this.log);
   }
 
   /** open initialises the backend and reconciles what a crash may have left behind. */
   static async open(opts: CoreOptions): Promise<CoreSnapshotter> {
-    const sn = new CoreSnapshotter(opts.store, opts.backend, opts.log);
+    const sn = new CoreSnapshotter(opts.store, opts.backend, opts.log, opts.bootId === undefined ? currentBootId() : (opts.bootId ?? undefined));
     sn.minFree = opts.minFree ?? DEFAULT_MIN_FREE;
     await opts.backend.init();
     await sn.reconcile();
@@ -91,6 +100,13 @@ export class CoreSnapshotter implements Snapshotter {
       this.store.write(() => this.rows.delete(row.id));
       removed.push(`unfinished snapshot ${row.id} (${row.key})`);
     }
+    removed.push(...await this.flushes.recover(
+      (id) => {
+        const row = this.store.read(() => this.rows.getById(id));
+        return row && this.toBackend(row);
+      },
+      (snap) => this.backend.destroy(snap),
+    ));
     const live = this.store.read(() => this.rows.allIds());
     const report = await this.backend.cleanup(live);
     removed.push(...report.removed);
@@ -181,20 +197,28 @@ export class CoreSnapshotter implements Snapshotter {
     validateLabels(opts?.labels);
     await this.gate.shared(() => this.locks.run([key, name], async () => {
       const row = this.store.read(() => this.checkCommit(name, key));
-      const usage = await this.wrap(() => this.backend.commit(this.toBackend(row)));
+      const snap = this.toBackend(row);
+      const usage = await this.wrap(() => this.backend.commit(snap));
+      const deferred = this.flushes.deferred;
+      if (!deferred) await this.wrap(() => this.flushes.flushNow(snap));
       faultPoint('core:commit:after-backend');
       this.store.write(() => {
         const again = this.checkCommit(name, key);
         this.rows.commit(again.id, name, now(), usage);
         this.rows.writeLabels(again.id, opts?.labels ?? {});
+        if (deferred) this.flushes.mark(again.id, key);
       });
       faultPoint('core:commit:after-tx');
+      if (deferred) this.flushes.start({ ...snap, kind: Kind.Committed });
     }));
   }
 
   async remove(key: string): Promise<void> {
     validateKey(key);
     await this.gate.shared(() => this.locks.run([key], async () => {
+      // A snapshot is not dropped while its flush may still write to it.
+      const current = this.store.read(() => this.rows.get(key));
+      if (current) await this.flushes.durable(this.toBackend(current));
       let detached: BackendSnapshot | undefined;
       try {
         this.store.write((tx) => {
@@ -260,6 +284,7 @@ export class CoreSnapshotter implements Snapshotter {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    await this.flushes.drain();
     await this.backend.close();
     this.store.close();
   }
@@ -300,6 +325,9 @@ export class CoreSnapshotter implements Snapshotter {
       faultPoint('core:create:after-insert');
       const snap: BackendSnapshot = { ...this.toBackend(row), sizeBytes };
       try {
+        // A child is made only from a parent whose content is on disk
+        // (durability.ts); usually its flush finished long ago.
+        if (row.parentId !== null) await this.flushes.durable({ id: row.parentId, kind: Kind.Committed });
         await this.wrap(() => this.backend.create(snap));
         faultPoint('core:create:after-backend');
         this.store.write(() => this.rows.markReady(row.id));

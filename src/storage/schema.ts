@@ -43,6 +43,18 @@ export const coreMigrations: readonly Migration[] = [
     id: 'core-2',
     sql: 'CREATE INDEX labels_name_value ON labels(name, value);',
   },
+  {
+    // Committed snapshots whose content a backend has still to make durable
+    // (blockfile's image flush runs after Commit answers; see core/durability.ts).
+    id: 'core-3',
+    sql: `
+      CREATE TABLE unflushed (
+        snapshot_id INTEGER PRIMARY KEY REFERENCES snapshots(id) ON DELETE CASCADE,
+        active_key  TEXT NOT NULL,
+        boot_id     TEXT NOT NULL
+      );
+    `,
+  },
 ];
 
 /** migrate applies every migration not yet recorded. */

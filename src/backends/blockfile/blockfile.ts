@@ -130,22 +130,28 @@ export class BlockfileBackend implements Backend {
   }
 
   async commit(snap: BackendSnapshot): Promise<CommitUsage> {
-    // The layer's bytes reach the disk before the metadata says "committed"
-    // (the caller writes the row only after this resolves). One descriptor
-    // serves the whole step: the size is measured first (fstat), then only
-    // the flush goes to the thread pool. The inode count is left to the first
-    // Usage (the core asks usage() then): it needs the image's superblock,
-    // which on a fresh clone is a real read through the loop device under
-    // XFS, ~0.2-0.4 ms on the event loop and on Commit's path
+    // Only the size is measured here (fstat); the image's flush is flush(),
+    // which the core runs after Commit has answered (core/durability.ts). The
+    // inode count is left to the first Usage (the core asks usage() then): it
+    // needs the image's superblock, which on a fresh clone is a real read
+    // through the loop device under XFS, ~0.2-0.4 ms on the event loop
     // (docs/performance.md). A committed image never changes, so the count is
     // the same whenever it is taken. st_blocks is the same before and after
     // the flush: it counts delayed allocations on ext4 and XFS.
     const fd = openSync(this.imagePath(snap.id), 'r');
     try {
-      const size = this.sizeOf(snap, fd);
+      return { size: this.sizeOf(snap, fd) };
+    } finally {
+      closeSync(fd);
+    }
+  }
+
+  async flush(snap: BackendSnapshot): Promise<void> {
+    // fdatasync on the thread pool: the layer's bytes and the extent map
+    // that finds them reach the disk (a reflink clone's too).
+    const fd = openSync(this.imagePath(snap.id), 'r');
+    try {
       await new Promise<void>((resolve, reject) => fdatasync(fd, (err) => (err ? reject(err) : resolve())));
-      faultPoint('blockfile:commit:after-flush');
-      return { size };
     } finally {
       closeSync(fd);
     }

@@ -55,7 +55,7 @@ export interface CrashOptions {
 /** TARGETED are the request-time fault points the targeted phase arms one by one. */
 const TARGETED = [
   'core:create:after-insert', 'blockfile:create:after-clone', 'core:create:after-backend',
-  'core:create:after-ready', 'blockfile:commit:after-flush', 'core:commit:after-backend', 'core:commit:after-tx',
+  'core:create:after-ready', 'core:commit:after-backend', 'core:commit:after-tx', 'core:flush:after-backend',
   'blockfile:detach:after-rename', 'core:remove:in-tx', 'core:remove:after-tx', 'blockfile:destroy:after-unlink',
   'core:remove:after-destroy', 'core:cleanup:after-backend',
 ] as const;

@@ -28,7 +28,7 @@ describe.skipIf(reason)(`crash consistency under SIGKILL${reason ? ` (skipped: $
       expect(f.leaks).toBe(0);
       // Every operation's steps were hit: Prepare/View, Commit, Remove, base creation.
       const hit = Object.keys(f.byPoint);
-      for (const prefix of ['core:create:', 'blockfile:create:', 'core:commit:', 'blockfile:commit:', 'core:remove:', 'blockfile:base:', 'apply:']) {
+      for (const prefix of ['core:create:', 'blockfile:create:', 'core:commit:', 'core:flush:', 'core:remove:', 'blockfile:base:', 'apply:']) {
         expect(hit.some((p) => p.startsWith(prefix)), `no kill in ${prefix}* (hit: ${hit.join(', ')})`).toBe(true);
       }
       for (const p of hit) expect(FAULT_POINTS as readonly string[]).toContain(p);
