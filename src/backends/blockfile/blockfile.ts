@@ -12,7 +12,13 @@
 // file at all: it mounts its parent's (or the base) image read-only.
 //
 // containerd attaches the loop device itself (the `loop` mount option), so
-// Prepare and Commit never mount anything on the host.
+// Prepare and Commit never mount anything on the host. The exception is an
+// unpack snapshot (containerd's "extract-…" keys): its Prepare attaches the
+// loop device here, with LOOP_CONFIGURE and autoclear, and answers with that
+// device (see mounts()), because containerd 1.6's own attach
+// (LOOP_SET_FD + LOOP_SET_STATUS64) freezes the device's queue and took
+// ~16 ms of every layer (docs/performance.md). Containers never see these
+// mounts: their snapshots are Prepared under other keys.
 
 import { promises as fsp, mkdirSync, renameSync, existsSync, readdirSync, statSync, statfsSync, openSync, closeSync, fdatasync, fstatSync } from 'node:fs';
 import { join } from 'node:path';
@@ -23,7 +29,7 @@ import { isErrno } from '../../../ffi/errno.js';
 import { canReflink, cloneOrCopy } from '../../sys/reflink.js';
 import { allocatedBytes, readExt4Usage, readExt4UsageFd } from '../../sys/fsinfo.js';
 import { makeExt4, runTool } from '../../sys/exec.js';
-import { canonicalPath, detachLoop, listLoops } from '../../sys/loop.js';
+import { attachLoop, canonicalPath, detachLoop, listLoops, releaseLoop, type LoopDevice } from '../../sys/loop.js';
 import type { CoreLogger } from '../../core/snapshotter.js';
 import { faultPoint } from '../../core/faults.js';
 import type { FreeSpace } from '../../core/space.js';
@@ -46,11 +52,15 @@ const PARENT_USAGE_CACHE_MAX = 4096;
  * isUnpackKey tells the key of a snapshot prepared to unpack one layer into:
  * containerd's "extract-<n> <chainID>" (snapshots.UnpackKeyFormat; its own
  * windows and lcow snapshotters key on that prefix too) and tsblock's own
- * applier's "tsblock-extract-<n> <chainID>" (src/apply/unpack.ts).
+ * applier's "tsblock-extract-<n> <chainID>" (src/apply/unpack.ts). Through
+ * containerd a proxy snapshotter sees its metadata's backend key,
+ * "<namespace>/<n>/<key>" (containerd's metadata.createKey).
  */
 export function isUnpackKey(key: string | undefined): boolean {
-  return key !== undefined && (key.startsWith('extract-') || key.startsWith('tsblock-extract-'));
+  return key !== undefined && UNPACK_KEY.test(key);
 }
+
+const UNPACK_KEY = /^(?:[^/]+\/\d+\/)?(?:tsblock-)?extract-/;
 
 /**
  * UNPACK_MOUNT_OPTIONS are added to the rw mount of an unpack snapshot.
@@ -59,7 +69,7 @@ export function isUnpackKey(key: string | undefined): boolean {
  * of the loop device, i.e. an fsync of the image file through the host
  * filesystem, several per layer. An unpack snapshot does not need them:
  * unmount still writes every block into the image (through the host page
- * cache), and Commit's fdatasync of the image makes the layer durable before
+ * cache), and the flush of the image after Commit (core/durability.ts) makes the layer durable before
  * the metadata says "committed" — one flush per layer. Until then the
  * snapshot is disposable: after a crash containerd unpacks into a new
  * "extract-" key and garbage-collects the old one. data=writeback drops the
@@ -80,6 +90,14 @@ export class BlockfileBackend implements Backend {
   private reflink: boolean | undefined;
   private warnedCopy = false;
   private readonly parentUsageCache = new Map<string, { bytes: number; inodes?: number }>();
+  /**
+   * held are the loop devices attached here for unpack snapshots, by id. Each
+   * is autoclear and bound for as long as its descriptor is open: release()
+   * (Commit, destroy, close) closes it, and the device goes when containerd's
+   * mount of it is gone too, or at once if there is none. A process that dies
+   * closes them all, so a crash leaks none.
+   */
+  private readonly held = new Map<number, LoopDevice>();
 
   constructor(private readonly cfg: BlockfileConfig) {
     this.snapDir = join(cfg.dir, 'snapshots');
@@ -125,11 +143,27 @@ export class BlockfileBackend implements Backend {
       // not make a read-only mount fail ("recovery required on readonly fs").
       return [{ type: 'ext4', source, options: ['loop', 'ro', 'noload', ...extra] }];
     }
-    const unpack = isUnpackKey(snap.key) ? UNPACK_MOUNT_OPTIONS : [];
-    return [{ type: 'ext4', source: this.imagePath(snap.id), options: ['loop', 'rw', ...unpack, ...extra] }];
+    if (isUnpackKey(snap.key)) {
+      let dev = this.held.get(snap.id);
+      if (!dev) {
+        dev = attachLoop(this.imagePath(snap.id), { autoclear: true });
+        this.held.set(snap.id, dev);
+      }
+      return [{ type: 'ext4', source: dev.path, options: ['rw', ...UNPACK_MOUNT_OPTIONS, ...extra] }];
+    }
+    return [{ type: 'ext4', source: this.imagePath(snap.id), options: ['loop', 'rw', ...extra] }];
+  }
+
+  /** release lets go of the loop device mounts() attached for snapshot `id`, if any. */
+  private release(id: number): void {
+    const dev = this.held.get(id);
+    if (!dev) return;
+    this.held.delete(id);
+    releaseLoop(dev);
   }
 
   async commit(snap: BackendSnapshot): Promise<CommitUsage> {
+    this.release(snap.id);
     // Only the size is measured here (fstat); the image's flush is flush(),
     // which the core runs after Commit has answered (core/durability.ts). The
     // inode count is left to the first Usage (the core asks usage() then): it
@@ -229,6 +263,7 @@ export class BlockfileBackend implements Backend {
   }
 
   async destroy(snap: BackendSnapshot): Promise<void> {
+    this.release(snap.id);
     for (const p of [this.removedPath(snap.id), `${this.imagePath(snap.id)}.tmp`, this.imagePath(snap.id)]) {
       // Usually one of the three exists: a sync probe (µs) spares the absent
       // ones a thread-pool round trip; the unlink that frees an image's
@@ -286,7 +321,9 @@ export class BlockfileBackend implements Backend {
     return { free: st.bavail * st.bsize, total: st.blocks * st.bsize, what: `the filesystem under ${this.cfg.dir}` };
   }
 
-  async close(): Promise<void> {}
+  async close(): Promise<void> {
+    for (const id of [...this.held.keys()]) this.release(id);
+  }
 
   /** imagePath is where snapshot `id` keeps its image (exported for CLI listings). */
   imagePath(id: number): string {
