@@ -77,6 +77,11 @@ export class Flushes {
     this.running.set(snap.id, p);
   }
 
+  /** idle tells that no flush is under way or owed (callers may skip looking up what to wait for). */
+  get idle(): boolean {
+    return this.running.size === 0 && this.failed.size === 0;
+  }
+
   /** durable resolves once snapshot `id`'s content is on disk; it throws when a flush that failed fails again. */
   async durable(snap: BackendSnapshot): Promise<void> {
     const p = this.running.get(snap.id);

@@ -217,8 +217,10 @@ export class CoreSnapshotter implements Snapshotter {
     validateKey(key);
     await this.gate.shared(() => this.locks.run([key], async () => {
       // A snapshot is not dropped while its flush may still write to it.
-      const current = this.store.read(() => this.rows.get(key));
-      if (current) await this.flushes.durable(this.toBackend(current));
+      if (!this.flushes.idle) {
+        const current = this.store.read(() => this.rows.get(key));
+        if (current) await this.flushes.durable(this.toBackend(current));
+      }
       let detached: BackendSnapshot | undefined;
       try {
         this.store.write((tx) => {
