@@ -83,9 +83,10 @@ export interface Backend {
   /** cleanup reclaims storage whose id is not live, and leftovers. */
   cleanup(live: ReadonlySet<number>): Promise<CleanupReport>;
   /**
-   * freeSpace reports the storage new snapshots draw on (optional): the core
+   * freeSpace reports the storage new snapshots draw on (optional; it may
+   * answer from a recent reading unless `fresh` is asked for): the core
    * refuses to create a snapshot when it is below the --min-free reserve.
    */
-  freeSpace?(): FreeSpace | Promise<FreeSpace>;
+  freeSpace?(opts?: { fresh?: boolean }): FreeSpace | Promise<FreeSpace>;
   close(): Promise<void>;
 }

@@ -35,7 +35,7 @@ import { Flushes } from './durability.js';
 import { Gate } from './gate.js';
 import { KeyLock } from './keylock.js';
 import { faultPoint } from './faults.js';
-import { checkSpace, DEFAULT_MIN_FREE, guardOn, type MinFree } from './space.js';
+import { checkSpace, DEFAULT_MIN_FREE, guardOn, hasRoom, type MinFree } from './space.js';
 
 /** uncounted tells a committed row whose inodes its backend left to the first Usage. */
 const uncounted = (row: SnapshotRow): boolean => row.kind === Kind.Committed && row.inodes === INODES_UNCOUNTED;
@@ -304,7 +304,7 @@ export class CoreSnapshotter implements Snapshotter {
     // A view of a committed image allocates nothing (blockfile) or next to
     // nothing; an active snapshot is where containers write, so it is the one
     // refused when the storage is below the reserve.
-    if (kind === Kind.Active && this.backend.freeSpace && guardOn(this.minFree)) checkSpace(await this.backend.freeSpace(), this.minFree);
+    if (kind === Kind.Active && this.backend.freeSpace && guardOn(this.minFree)) await this.guardSpace(this.backend.freeSpace.bind(this.backend));
     return this.gate.shared(() => this.locks.run([key], async () => {
       const made = this.store.write((): SnapshotRow | { claimed: string } => {
         if (this.rows.get(key)) throw new AlreadyExistsError(`snapshot ${key}: already exists`);
@@ -340,6 +340,18 @@ export class CoreSnapshotter implements Snapshotter {
         throw err;
       }
     }));
+  }
+
+  /**
+   * guardSpace refuses a new active snapshot below the reserve. A backend may
+   * answer from a recent reading (devmapper: one pool status per 250 ms),
+   * which space freed since only makes too low: it is read afresh before a
+   * refusal, so a refusal is never stale.
+   */
+  private async guardSpace(read: NonNullable<Backend['freeSpace']>): Promise<void> {
+    let space = await read();
+    if (!hasRoom(space, this.minFree)) space = await read({ fresh: true });
+    checkSpace(space, this.minFree);
   }
 
   private async undoCreate(snap: BackendSnapshot, cause: unknown): Promise<void> {

@@ -71,10 +71,16 @@ export function guardOn(min: MinFree): boolean {
   return (min.bytes ?? 0) > 0 || (min.percent ?? 0) > 0;
 }
 
+/** hasRoom tells whether `space` keeps the reserve free. */
+export function hasRoom(space: FreeSpace, min: MinFree): boolean {
+  const threshold = thresholdBytes(min, space.total);
+  return threshold <= 0 || space.free >= threshold;
+}
+
 /** checkSpace throws ResourceExhaustedError when `space` has less than the reserve free. */
 export function checkSpace(space: FreeSpace, min: MinFree): void {
+  if (hasRoom(space, min)) return;
   const threshold = thresholdBytes(min, space.total);
-  if (threshold <= 0 || space.free >= threshold) return;
   spaceEvents.emit('low-space', { ...space, threshold } satisfies LowSpaceEvent);
   throw new ResourceExhaustedError(
     `not enough free space for a new snapshot: ${space.what} has ${formatSize(space.free)} free of ${formatSize(space.total)}, ` +

@@ -275,8 +275,8 @@ export class DevmapperBackend implements Backend {
   }
 
   /** freeSpace is the pool's unallocated data space (pool.ts, PoolSpace), for the core's --min-free guard. */
-  freeSpace(): FreeSpace {
-    return this.space.read();
+  freeSpace(opts?: { fresh?: boolean }): FreeSpace {
+    return this.space.read(opts);
   }
 
   /**
@@ -434,8 +434,6 @@ export class DevmapperBackend implements Backend {
       deleteThin(this.poolName, row.thinId);
     } catch (err) {
       if (!(err instanceof NotFoundError)) throw err;
-    } finally {
-      this.space.forget(); // the pool has more free now
     }
     crashPoint('remove:after-delete-thin');
     this.store.write((tx) => deleteDevice(tx, row.snapshotId));

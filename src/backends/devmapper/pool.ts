@@ -141,9 +141,10 @@ const FREE_SPACE_TTL_MS = 250;
  * guard: a full pool then fails Prepare early rather than a container's
  * writes. The block size comes from the live table, so a shared pool made by
  * someone else is measured right too. One reading serves the next
- * FREE_SPACE_TTL_MS (a status ioctl per Prepare was ~4 ms under emulation);
- * it can only be too hopeful by what was written since, and forget() (called
- * whenever a thin device is released) makes freed space count at once. The
+ * FREE_SPACE_TTL_MS (a status ioctl per Prepare was ~4 ms under emulation).
+ * A cached reading can be too hopeful only by what was written since, and
+ * too low by what was freed since; the core reads afresh (`fresh`) before it
+ * refuses anything, so freed space counts at once where it matters. The
  * kernel's error_if_no_space is the hard stop either way.
  */
 export class PoolSpace {
@@ -151,9 +152,9 @@ export class PoolSpace {
 
   constructor(private readonly poolName: string) {}
 
-  read(): FreeSpace {
+  read(opts: { fresh?: boolean } = {}): FreeSpace {
     const now = performance.now();
-    if (this.reading && now - this.reading.at < FREE_SPACE_TTL_MS) return this.reading.value;
+    if (!opts.fresh && this.reading && now - this.reading.at < FREE_SPACE_TTL_MS) return this.reading.value;
     // noflush: the figures of the last metadata commit (every create_snap
     // commits), without making the pool commit again for every Prepare.
     const t = status(this.poolName, { noflush: true }).find((x) => x.type === 'thin-pool');
@@ -166,10 +167,5 @@ export class PoolSpace {
     const value = { free, total, what: `thin-pool ${this.poolName}` };
     this.reading = { at: now, value };
     return value;
-  }
-
-  /** forget drops the last reading (space was freed). */
-  forget(): void {
-    this.reading = undefined;
   }
 }
