@@ -4,7 +4,7 @@
 // snapshotters), with the containerd-namespace metadata header. Used by
 // vm-tests/bench-devmapper.sh; prints one JSON object on stdout.
 //
-//   node vm-tests/bench-client.mjs --socket S --snapshotter NAME [--namespace NS] [--iterations N] [--label L] [--pause MS]
+//   node vm-tests/bench-client.mjs --socket S --snapshotter NAME [--namespace NS] [--iterations N] [--warmup N] [--label L] [--pause MS]
 //
 // Per iteration: Stat(parent) (the floor of one RPC), Prepare(key,
 // parent=<a committed one-file layer>) then Commit(name, key), each timed alone (client wall time, ms); the pair is
@@ -20,11 +20,11 @@ const grpc = require('@grpc/grpc-js');
 const protoLoader = require('@grpc/proto-loader');
 
 function args() {
-  const a = { namespace: 'bench', iterations: 20, label: '', pause: 0 };
+  const a = { namespace: 'bench', iterations: 20, warmup: 1, label: '', pause: 0 };
   const v = process.argv.slice(2);
   for (let i = 0; i < v.length; i += 2) {
     const k = v[i].replace(/^--/, '');
-    a[k] = k === 'iterations' || k === 'pause' ? Number(v[i + 1]) : v[i + 1];
+    a[k] = k === 'iterations' || k === 'pause' || k === 'warmup' ? Number(v[i + 1]) : v[i + 1];
   }
   if (!a.socket || !a.snapshotter) throw new Error('usage: bench-client.mjs --socket S --snapshotter NAME [--namespace NS] [--iterations N]');
   return a;
@@ -61,10 +61,15 @@ async function main() {
   const parent = `${run}-parent`;
   await call('Prepare', { key: `${parent}-a`, parent: '', labels });
   await call('Commit', { name: parent, key: `${parent}-a`, labels });
-  // one untimed warm-up pair (first-call costs: module loads, first activation)
-  await call('Prepare', { key: `${run}-warm`, parent, labels });
-  await call('Commit', { name: `${run}-warm-c`, key: `${run}-warm`, labels });
-  await call('Remove', { key: `${run}-warm-c` });
+  // --warmup untimed rounds (default 1: first-call costs, module loads, the
+  // first activation; more lets a JIT-compiled server reach its steady state,
+  // as the host bench's 200 warm-up rounds do), the same for every server.
+  for (let w = 0; w < a.warmup; w++) {
+    await call('Stat', { key: parent });
+    await call('Prepare', { key: `${run}-warm${w}`, parent, labels });
+    await call('Commit', { name: `${run}-warm${w}-c`, key: `${run}-warm${w}`, labels });
+    await call('Remove', { key: `${run}-warm${w}-c` });
+  }
 
   const prepare = [];
   const commit = [];
@@ -88,7 +93,7 @@ async function main() {
   }
   await call('Remove', { key: parent });
   c.close();
-  process.stdout.write(`${JSON.stringify({ label: a.label || a.snapshotter, snapshotter: a.snapshotter, iterations: a.iterations, pauseMs: a.pause, prepareWithParentMs: summary(prepare), commitMs: summary(commit), statMs: summary(stat), rawMs: { prepare, commit, stat } })}\n`);
+  process.stdout.write(`${JSON.stringify({ label: a.label || a.snapshotter, snapshotter: a.snapshotter, iterations: a.iterations, warmup: a.warmup, pauseMs: a.pause, prepareWithParentMs: summary(prepare), commitMs: summary(commit), statMs: summary(stat), rawMs: { prepare, commit, stat } })}\n`);
 }
 
 main().catch((err) => {

@@ -3,7 +3,7 @@
 # tsblock devmapper next to containerd 1.6's own devmapper snapshotter,
 # measured the same way (vm-tests/bench-client.mjs) in the same machine.
 #
-#   vm-tests/bench-devmapper.sh [--iterations N] [--pause MS] [--out FILE]
+#   vm-tests/bench-devmapper.sh [--iterations N] [--warmup N] [--pause MS] [--out FILE]
 #
 # Where device-mapper is missing (this dev host, CI) it re-runs itself in a
 # vm-tests/run-in-vm.sh guest; inside a VM (or a Vagrant box) it runs
@@ -25,7 +25,7 @@
 # written).
 # All get the same client: Prepare(key, parent=<committed one-layer
 # snapshot>) then Commit, each timed alone, N iterations (default 20) after
-# one warm-up; nothing is mounted. --pause MS (default 0: back to back) waits
+# --warmup N untimed rounds (default 1); nothing is mounted. --pause MS (default 0: back to back) waits
 # that long, untimed, before each iteration, for every row alike: a
 # Prepare on an idle snapshotter, as a kubelet's are (pulls, mounts and VM
 # boots run between them), where back to back the work a call leaves
@@ -55,11 +55,13 @@ HERE=$(cd "$(dirname "$(readlink -f "$0")")" && pwd)
 REPO=$(dirname "$HERE")
 ITER=20
 PAUSE=0
+WARMUP=1
 OUTF=$REPO/bench-results/devmapper-vm.json
 while [ $# -gt 0 ]; do
   case $1 in
     --iterations) ITER=$2; shift 2 ;;
     --pause) PAUSE=$2; shift 2 ;;
+    --warmup) WARMUP=$2; shift 2 ;;
     --out) OUTF=$2; shift 2 ;;
     -h|--help) sed -n '2,43p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench-devmapper.sh: unknown option $1" >&2; exit 2 ;;
@@ -76,7 +78,7 @@ if ! dmsetup version >/dev/null 2>&1; then
   case $OUTF in "$REPO"/*) ;; *) echo "bench-devmapper.sh: --out must be inside $REPO when a VM is used" >&2; exit 2 ;; esac
   # the guest cannot see how busy the host is: the timings depend on it
   TSBLOCK_BENCH_HOST_LOAD=$(cat /proc/loadavg) && export TSBLOCK_BENCH_HOST_LOAD
-  exec "$HERE/run-in-vm.sh" --cwd "$REPO" --timeout 1800 -- "$HERE/bench-devmapper.sh" --iterations "$ITER" --pause "$PAUSE" --out "$OUTF"
+  exec "$HERE/run-in-vm.sh" --cwd "$REPO" --timeout 1800 -- "$HERE/bench-devmapper.sh" --iterations "$ITER" --warmup "$WARMUP" --pause "$PAUSE" --out "$OUTF"
 fi
 [ -f "$REPO/dist/cli.js" ] || { echo "bench-devmapper.sh: dist/cli.js missing (npm run build)" >&2; exit 1; }
 export DM_DISABLE_UDEV=1
@@ -113,7 +115,7 @@ run_tsblock() { # label, warm spares (empty = default), cli
     --data-size 2G --base-size 64M --log-level warn >"$W/$label.log" 2>&1 &
   TSB_PID=$!
   if wait_sock "$W/tsb.sock" 180 && r=$(node "$HERE/bench-client.mjs" --socket "$W/tsb.sock" --snapshotter tsblock \
-      --namespace bench --iterations "$ITER" --pause "$PAUSE" --label "$label" 2>"$W/$label-client.err"); then
+      --namespace bench --iterations "$ITER" --warmup "$WARMUP" --pause "$PAUSE" --label "$label" 2>"$W/$label-client.err"); then
     RESULTS+=("$r")
   else
     ERR[$label]="$(head -2 "$W/$label-client.err" 2>/dev/null | tr '\n' ' ')"
@@ -150,7 +152,7 @@ EOF
 containerd --config "$W/ctrd/config.toml" >"$W/ctrd.log" 2>&1 &
 CTRD_PID=$!
 if wait_sock "$W/ctrd.sock" 120 && r=$(node "$HERE/bench-client.mjs" --socket "$W/ctrd.sock" --snapshotter devmapper \
-    --namespace bench --iterations "$ITER" --pause "$PAUSE" --label containerd-devmapper 2>"$W/ctrd-client.err"); then
+    --namespace bench --iterations "$ITER" --warmup "$WARMUP" --pause "$PAUSE" --label containerd-devmapper 2>"$W/ctrd-client.err"); then
   RESULTS+=("$r")
 else
   ERR[containerd-devmapper]="$(head -2 "$W/ctrd-client.err" | tr '\n' ' ')"
@@ -162,7 +164,7 @@ cp "$W"/*.log "$W"/*.err "${OUTF%.json}-logs/" 2>/dev/null
 errs=$(for k in "${!ERR[@]}"; do printf '%s\0%s\0' "$k" "${ERR[$k]}"; done | base64 -w0)
 printf '%s\n' "${RESULTS[@]}" | node -e '
   const fs = require("fs");
-  const [out, iter, errs, pauseArg] = process.argv.slice(1);
+  const [out, iter, errs, pauseArg, warmup] = process.argv.slice(1);
   const pause = Number(pauseArg);
   const lines = fs.readFileSync(0, "utf8").split("\n").filter(Boolean).map((l) => JSON.parse(l));
   const e = Buffer.from(errs, "base64").toString().split("\0"); const errors = {};
@@ -172,15 +174,15 @@ printf '%s\n' "${RESULTS[@]}" | node -e '
   const r2 = (x) => Math.round(x * 100) / 100;
   if (ctrd) for (const r of lines) if (r !== ctrd) ratios[r.label] = { prepare: r2(ctrd.prepareWithParentMs.p50 / r.prepareWithParentMs.p50), commit: r2(ctrd.commitMs.p50 / r.commitMs.p50) };
   const doc = { when: new Date().toISOString(), machine: process.env.TSBLOCK_IN_VM ? "run-in-vm (qemu TCG)" : "native",
-    kernel: require("os").release(), iterations: Number(iter), pauseMs: pause, hostLoad: process.env.TSBLOCK_BENCH_HOST_LOAD ?? null,
+    kernel: require("os").release(), iterations: Number(iter), warmup: Number(warmup), pauseMs: pause, hostLoad: process.env.TSBLOCK_BENCH_HOST_LOAD ?? null,
     results: lines, ratios, ...(Object.keys(errors).length ? { errors } : {}) };
   fs.writeFileSync(out, JSON.stringify(doc, null, 2) + "\n");
-  const md = [`Run ${doc.when}, ${doc.machine}, kernel ${doc.kernel}, ${iter} iterations, ${pause > 0 ? `${pause} ms idle before each` : "back to back"}, host load ${doc.hostLoad ?? "?"} (ms; ratio = containerd p50 / this p50)`, "",
+  const md = [`Run ${doc.when}, ${doc.machine}, kernel ${doc.kernel}, ${iter} iterations after ${warmup} warm-up, ${pause > 0 ? `${pause} ms idle before each` : "back to back"}, host load ${doc.hostLoad ?? "?"} (ms; ratio = containerd p50 / this p50)`, "",
     "| snapshotter | Prepare p50 | p99 | Commit p50 | p99 | Stat p50 | Prepare ratio | Commit ratio |", "| --- | --- | --- | --- | --- | --- | --- | --- |"];
   for (const r of lines) md.push(`| ${r.label} | ${r.prepareWithParentMs.p50} | ${r.prepareWithParentMs.p99} | ${r.commitMs.p50} | ${r.commitMs.p99} | ${r.statMs?.p50 ?? ""} | ${ratios[r.label]?.prepare ?? ""} | ${ratios[r.label]?.commit ?? ""} |`);
   for (const [k, v] of Object.entries(errors)) md.push(`| ${k} | FAILED: ${v} | | | | | | |`);
   fs.writeFileSync(out.replace(/\.json$/, "") + ".md", md.join("\n") + "\n");
   console.log("\n" + md.join("\n"));
   console.log(`JSON: ${out}`);
-' "$OUTF" "$ITER" "$errs" "$PAUSE"
+' "$OUTF" "$ITER" "$errs" "$PAUSE" "$WARMUP"
 [ ${#ERR[@]} = 0 ]
