@@ -25,6 +25,7 @@
 
 import type { Backend, BackendSnapshot } from '../backends/backend.js';
 import { errorMessage } from '../errdefs.js';
+import { Kind } from '../snapshots/snapshotter.js';
 import type { MetaStore } from '../storage/metastore.js';
 import type { SnapshotRows } from '../storage/snapshots.js';
 import { UnflushedRows } from '../storage/unflushed.js';
@@ -69,10 +70,7 @@ export class Flushes {
   start(snap: BackendSnapshot): void {
     const p = this.flushOne(snap)
       .then(() => void this.failed.delete(snap.id))
-      .catch((err: unknown) => {
-        this.failed.add(snap.id);
-        this.log('error', 'flushing a committed snapshot failed; it is retried before it is used', { id: snap.id, error: errorMessage(err) });
-      })
+      .catch((err: unknown) => this.flushFailed(snap.id, err))
       .finally(() => this.running.delete(snap.id));
     this.running.set(snap.id, p);
   }
@@ -100,12 +98,12 @@ export class Flushes {
   /**
    * recover settles, at start-up, every snapshot whose flush a stopped process
    * left undone (see the file comment); returns what it did, for the log.
+   * An `unflushed` row always has its snapshot row (ON DELETE CASCADE).
    */
-  async recover(toBackend: (id: number) => BackendSnapshot | undefined, destroy: (snap: BackendSnapshot) => Promise<void>): Promise<string[]> {
+  async recover(): Promise<string[]> {
     const done: string[] = [];
     for (const u of this.store.read(() => this.unflushed.list())) {
-      const snap = toBackend(u.id);
-      if (!snap) continue; // removed with its row (ON DELETE CASCADE); nothing to settle
+      const snap: BackendSnapshot = { id: u.id, kind: Kind.Committed };
       const sameBoot = this.bootId !== undefined && u.bootId === this.bootId;
       if (sameBoot || this.store.read(() => this.rows.hasChildren(u.id))) {
         // A child is never made before its parent's flush, so a committed
@@ -114,8 +112,7 @@ export class Flushes {
           await this.flushOne(snap);
           done.push(`flushed committed snapshot ${u.id}`);
         } catch (err) {
-          this.failed.add(u.id);
-          this.log('error', 'flushing a committed snapshot failed; it is retried before it is used', { id: u.id, error: errorMessage(err) });
+          this.flushFailed(u.id, err);
         }
         continue;
       }
@@ -124,15 +121,21 @@ export class Flushes {
           this.rows.delete(u.id);
           return 'removed';
         }
-        this.unflushed.uncommit(u.id, u.activeKey);
+        this.rows.uncommit(u.id, u.activeKey);
+        this.unflushed.clear(u.id);
         return 'reverted';
       });
-      if (undone === 'removed') await destroy(snap);
+      if (undone === 'removed') await this.backend.destroy(snap);
       const what = undone === 'removed' ? `removed (its active key ${JSON.stringify(u.activeKey)} is in use)` : `reverted to active snapshot ${JSON.stringify(u.activeKey)}`;
       this.log('warn', 'a commit not flushed before the machine restarted was undone', { id: u.id, outcome: what });
       done.push(`unflushed commit ${u.id} ${what}`);
     }
     return done;
+  }
+
+  private flushFailed(id: number, err: unknown): void {
+    this.failed.add(id);
+    this.log('error', 'flushing a committed snapshot failed; it is retried before it is used', { id, error: errorMessage(err) });
   }
 
   private async flushOne(snap: BackendSnapshot): Promise<void> {

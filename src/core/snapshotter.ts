@@ -100,13 +100,7 @@ export class CoreSnapshotter implements Snapshotter {
       this.store.write(() => this.rows.delete(row.id));
       removed.push(`unfinished snapshot ${row.id} (${row.key})`);
     }
-    removed.push(...await this.flushes.recover(
-      (id) => {
-        const row = this.store.read(() => this.rows.getById(id));
-        return row && this.toBackend(row);
-      },
-      (snap) => this.backend.destroy(snap),
-    ));
+    removed.push(...await this.flushes.recover());
     const live = this.store.read(() => this.rows.allIds());
     const report = await this.backend.cleanup(live);
     removed.push(...report.removed);
@@ -304,7 +298,7 @@ export class CoreSnapshotter implements Snapshotter {
     // A view of a committed image allocates nothing (blockfile) or next to
     // nothing; an active snapshot is where containers write, so it is the one
     // refused when the storage is below the reserve.
-    if (kind === Kind.Active && this.backend.freeSpace && guardOn(this.minFree)) await this.guardSpace(this.backend.freeSpace.bind(this.backend));
+    if (kind === Kind.Active && this.backend.freeSpace && guardOn(this.minFree)) await this.guardSpace();
     return this.gate.shared(() => this.locks.run([key], async () => {
       const made = this.store.write((): SnapshotRow | { claimed: string } => {
         if (this.rows.get(key)) throw new AlreadyExistsError(`snapshot ${key}: already exists`);
@@ -329,7 +323,7 @@ export class CoreSnapshotter implements Snapshotter {
       try {
         // A child is made only from a parent whose content is on disk
         // (durability.ts); usually its flush finished long ago.
-        if (row.parentId !== null) await this.flushes.durable({ id: row.parentId, kind: Kind.Committed });
+        if (row.parentId !== null && !this.flushes.idle) await this.flushes.durable({ id: row.parentId, kind: Kind.Committed });
         await this.wrap(() => this.backend.create(snap));
         faultPoint('core:create:after-backend');
         this.store.write(() => this.rows.markReady(row.id));
@@ -348,9 +342,9 @@ export class CoreSnapshotter implements Snapshotter {
    * which space freed since only makes too low: it is read afresh before a
    * refusal, so a refusal is never stale.
    */
-  private async guardSpace(read: NonNullable<Backend['freeSpace']>): Promise<void> {
-    let space = await read();
-    if (!hasRoom(space, this.minFree)) space = await read({ fresh: true });
+  private async guardSpace(): Promise<void> {
+    let space = await this.backend.freeSpace!();
+    if (!hasRoom(space, this.minFree)) space = await this.backend.freeSpace!({ fresh: true });
     checkSpace(space, this.minFree);
   }
 

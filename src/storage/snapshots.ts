@@ -87,6 +87,7 @@ export class SnapshotRows {
   private readonly setUpdated: Database.Statement;
   private readonly commitStmt: Database.Statement;
   private readonly countedStmt: Database.Statement;
+  private readonly uncommitStmt: Database.Statement;
   private readonly allRows: Database.Statement;
   private readonly allLabels: Database.Statement;
   private readonly walkRows: Database.Statement;
@@ -115,6 +116,7 @@ export class SnapshotRows {
        size = ?, inodes = ? WHERE id = ?`,
     );
     this.countedStmt = db.prepare('UPDATE snapshots SET inodes = ? WHERE id = ? AND inodes = ?');
+    this.uncommitStmt = db.prepare(`UPDATE snapshots SET key = ?, kind = ${Kind.Active}, size = 0, inodes = 0 WHERE id = ?`);
     this.allRows = db.prepare("SELECT * FROM snapshots WHERE state = 'ready' ORDER BY id");
     // Walk reads only what an Info needs, as arrays: 3× faster than full
     // row objects (1,000 rows: 1.65 → 0.58 ms; docs/performance.md).
@@ -193,6 +195,11 @@ export class SnapshotRows {
   /** commit turns an active row into a committed one under `name`, keeping its id (inodes undefined: INODES_UNCOUNTED). */
   commit(id: number, name: string, at: Timestamp, usage: { size: number; inodes?: number }): void {
     this.commitStmt.run(name, Kind.Committed, at.seconds, at.nanos, at.seconds, at.nanos, usage.size, usage.inodes ?? INODES_UNCOUNTED, id);
+  }
+
+  /** uncommit turns committed row `id` back into the active snapshot `key` it was committed from (core/durability.ts). */
+  uncommit(id: number, key: string): void {
+    this.uncommitStmt.run(key, id);
   }
 
   /** setCountedInodes records the inode count of a committed row that had none yet. */

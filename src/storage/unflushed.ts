@@ -4,7 +4,6 @@
 // method must run inside a MetaStore transaction.
 
 import type Database from 'better-sqlite3';
-import { Kind } from '../snapshots/snapshotter.js';
 
 /** UnflushedRow is one committed snapshot still waiting for its flush. */
 export interface UnflushedRow {
@@ -20,13 +19,11 @@ export class UnflushedRows {
   private readonly ins: Database.Statement;
   private readonly del: Database.Statement;
   private readonly all: Database.Statement;
-  private readonly uncommitStmt: Database.Statement;
 
   constructor(db: Database.Database) {
     this.ins = db.prepare('INSERT INTO unflushed (snapshot_id, active_key, boot_id) VALUES (?, ?, ?)');
     this.del = db.prepare('DELETE FROM unflushed WHERE snapshot_id = ?');
     this.all = db.prepare('SELECT snapshot_id AS id, active_key AS activeKey, boot_id AS bootId FROM unflushed ORDER BY snapshot_id');
-    this.uncommitStmt = db.prepare(`UPDATE snapshots SET key = ?, kind = ${Kind.Active}, size = 0, inodes = 0 WHERE id = ?`);
   }
 
   /** mark records that snapshot `id`, committed from `activeKey` in boot `bootId`, is not durable yet. */
@@ -41,15 +38,5 @@ export class UnflushedRows {
 
   list(): UnflushedRow[] {
     return this.all.all() as UnflushedRow[];
-  }
-
-  /**
-   * uncommit turns committed snapshot `id` back into the active snapshot
-   * `activeKey` it was committed from, and forgets its flush: the state the
-   * store would be in had the Commit never happened.
-   */
-  uncommit(id: number, activeKey: string): void {
-    this.uncommitStmt.run(activeKey, id);
-    this.del.run(id);
   }
 }

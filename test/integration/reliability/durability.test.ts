@@ -6,13 +6,13 @@
 
 import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
 import { rootReason } from '../../helpers/env.js';
-import { KIND_ACTIVE, KIND_COMMITTED, TestClient, isRpcError, type MountMsg } from '../../helpers/client.js';
+import { KIND_ACTIVE, KIND_COMMITTED, TestClient, isRpcError } from '../../helpers/client.js';
 import { leaksUnder } from '../../helpers/leaks.js';
-import { mountOne, releaseMount, type MountHandle } from '../../../src/sys/mount.js';
+import { withTempMount } from '../../../src/sys/mount.js';
 import { MetaStore } from '../../../src/storage/metastore.js';
 import { CoreSnapshotter } from '../../../src/core/snapshotter.js';
 import { BlockfileBackend } from '../../../src/backends/blockfile/blockfile.js';
@@ -27,19 +27,6 @@ function unflushedIds(root: string): number[] {
     return (db.prepare('SELECT snapshot_id AS id FROM unflushed ORDER BY id').all() as { id: number }[]).map((r) => r.id);
   } finally {
     db.close();
-  }
-}
-
-/** withMounted mounts a snapshot's mount at a fresh directory under `dir` for fn, and always releases it. */
-function withMounted<T>(dir: string, m: MountMsg, fn: (at: string) => T): T {
-  const at = mkdtempSync(join(dir, 'mnt-'));
-  let h: MountHandle | undefined;
-  try {
-    h = mountOne({ type: m.type, source: m.source, options: m.options }, at);
-    return fn(at);
-  } finally {
-    if (h) releaseMount(h);
-    rmdirSync(at);
   }
 }
 
@@ -117,18 +104,16 @@ describe.skipIf(reason)(`deferred flush of committed images${reason ? ` (skipped
       c = new TestClient(socket);
     };
     const writeFile = async (key: string, name: string): Promise<void> => {
-      const [m] = await c!.mounts(key);
-      withMounted(dir, m!, (at) => writeFileSync(join(at, name), name));
+      await withTempMount(await c!.mounts(key), async (at) => writeFileSync(join(at, name), name), { parent: dir });
     };
     const readView = async (key: string, parent: string): Promise<string[]> => {
-      const [m] = await c!.view(key, parent);
-      const seen = withMounted(dir, m!, (at) => ['one', 'two'].filter((f) => {
+      const seen = await withTempMount(await c!.view(key, parent), async (at) => ['one', 'two'].filter((f) => {
         try {
           return readFileSync(join(at, f), 'utf8') === f;
         } catch {
           return false;
         }
-      }));
+      }), { parent: dir });
       await c!.remove(key);
       return seen;
     };
