@@ -38,6 +38,7 @@ import { containerdMissing, containerdTree, startContainerd } from '../integrati
 import { capture } from '../integration/cli/helpers.js';
 import { DiffClient, storeBlob } from '../integration/reliability/layer.js';
 import { activeSnapDevices, opsSkipReason, startDmServer, stopDmServer, treeOf, type DmServer } from './ops-helpers.js';
+import { skipOrFail } from '../helpers/env.js';
 
 const MiB = 1024 ** 2;
 const why = opsSkipReason ? ` (skipped: ${opsSkipReason})` : '';
@@ -136,11 +137,7 @@ describe.skipIf(opsSkipReason !== '')(`applier and Diff service on devmapper${wh
 
   it('and the same tree as containerd 1.6\'s own applier makes in this VM (ctr images import, native snapshotter)', async (ctx) => {
     const missing = containerdMissing();
-    if (missing) {
-      console.warn(`containerd comparison skipped: ${missing}`);
-      ctx.skip();
-      return;
-    }
+    if (missing) skipOrFail(ctx, `containerd comparison: ${missing}`);
     // containerd's root on a real ext4: the guest's tmpfs (kernel 6.1) refuses
     // user.* xattrs, which containerd then drops with a warning.
     const img = path.join(srv().dir, 'ctrd.img');

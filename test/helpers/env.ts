@@ -57,3 +57,20 @@ export function makeXfsScratch(sizeGiB = 8): XfsScratch {
     },
   };
 }
+
+/**
+ * requireAll is true under CI (CI=true) or TSBLOCK_REQUIRE_ALL=1: there a
+ * test that cannot run is a failure, never a skip (scripts/test.sh also
+ * counts any skipped test as failed then).
+ */
+export const requireAll = process.env.CI === 'true' || process.env.TSBLOCK_REQUIRE_ALL === '1';
+
+/**
+ * skipOrFail skips the running test with its reason on a developer machine,
+ * and fails it under CI (requireAll), where every test must run.
+ */
+export function skipOrFail(ctx: { skip(note?: string): never }, reason: string): never {
+  if (requireAll) throw new Error(`cannot run under CI: ${reason}`);
+  console.warn(`skipped: ${reason}`);
+  return ctx.skip(reason);
+}
