@@ -2,7 +2,7 @@
 # provision.sh: make a Debian 12 machine (a Vagrant box, a cloud VM, a CI
 # runner with device-mapper) ready to run tsblock's device-mapper tests:
 #
-#   sudo vm-tests/provision.sh [--checkout DIR] [--shared DIR] [--no-build] [--dry-run]
+#   sudo vm-tests/provision.sh [--checkout DIR] [--no-build] [--dry-run]
 #   sudo vm-tests/run.sh                       # then, from the checkout
 #
 # Idempotent; every step is skipped when already done:
@@ -15,21 +15,21 @@
 #      SHASUMS256.txt, unpacked to /usr/local.
 #   3. dm_thin_pool and loop modules loaded (and listed in /etc/modules).
 #   4. In the checkout: npm ci (unless node_modules loads), npm run build.
-#   5. With --shared DIR (a copy of the test tools: tools/conformance,
-#      tools/e2e), the conformance binary is built to DIR/tools/conformance/bin
-#      and the variables run.sh reads are written to /etc/profile.d/tsblock-vm.sh.
+#   5. The test tools, built from Go modules at the versions in
+#      test/versions.env (scripts/install-tools.sh: containerd 2.x, crictl;
+#      scripts/conformance.sh --build-only: containerd's snapshotter suites),
+#      cached under /var/cache/tsblock-tools. Needs Go >= 1.21 (its toolchain
+#      switch fetches the pinned Go from the module proxy when older).
 # --dry-run prints what would be done and changes nothing.
 set -euo pipefail
 HERE=$(cd "$(dirname "$(readlink -f "$0")")" && pwd)
 CHECKOUT=$(dirname "$HERE")
-SHARED=""
 BUILD=1
 DRY=0
 NODE_VERSION=${NODE_VERSION:-20.18.1}
 while [ $# -gt 0 ]; do
   case $1 in
     --checkout) CHECKOUT=$2; shift 2 ;;
-    --shared) SHARED=$2; shift 2 ;;
     --no-build) BUILD=0; shift ;;
     --dry-run) DRY=1; shift ;;
     -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
@@ -43,8 +43,7 @@ run() { if [ "$DRY" = 1 ]; then echo "  would run: $*"; else "$@"; fi; }
 # 1. packages
 pkgs=(ca-certificates curl xz-utils e2fsprogs xfsprogs util-linux dmsetup thin-provisioning-tools
   containerd runc busybox-static python3 build-essential kmod cpio qemu-system-x86 linux-image-amd64
-  tiny-initramfs zstd)
-[ -z "$SHARED" ] || pkgs+=(golang-go golang-github-containerd-containerd-dev)
+  tiny-initramfs zstd docker-registry)
 missing=()
 for p in "${pkgs[@]}"; do
   [[ $(dpkg-query -W -f='${Status}' "$p" 2>/dev/null) == "install ok installed" ]] || missing+=("$p")
@@ -82,21 +81,11 @@ if [ "$BUILD" = 1 ]; then
   run npm run build
 fi
 
-# 5. the shared test tools
-if [ -n "$SHARED" ]; then
-  conf=$SHARED/tools/conformance
-  if [ -x "$conf/bin/snapshotter-conformance" ]; then
-    say "conformance binary: present"
-  elif [ -x "$conf/build.sh" ]; then
-    say "building the conformance binary"
-    run "$conf/build.sh" "$conf/bin"
-  fi
-  if [ "$DRY" = 0 ]; then
-    {
-      echo "export TSBLOCK_CONFORMANCE=$conf/bin/snapshotter-conformance"
-      echo "export TSBLOCK_E2E=$SHARED/tools/e2e/e2e.sh"
-    } > /etc/profile.d/tsblock-vm.sh
-  fi
-  say "wrote /etc/profile.d/tsblock-vm.sh (TSBLOCK_CONFORMANCE, TSBLOCK_E2E)"
+# 5. the test tools (Go modules, cached outside the checkout)
+if [ "$BUILD" = 1 ]; then
+  cd "$CHECKOUT"
+  export PATH=/usr/local/go/bin:$PATH
+  run scripts/install-tools.sh
+  run scripts/conformance.sh --build-only
 fi
 say "done; run: cd $CHECKOUT && sudo -E vm-tests/run.sh"
