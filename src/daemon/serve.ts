@@ -99,8 +99,12 @@ export async function startDaemon(opts: ServeOptions, log: Logger, extras: Daemo
     (stopping ??= (async () => {
       ilog.info({ socket: opts.socket }, 'shutting down');
       // Stop accepting first (an activated socket stays open in systemd's
-      // hands, so containerd's next connect queues until we are back).
-      await new Promise<void>((r) => (acceptor ? acceptor.close(() => r()) : r()));
+      // hands, so containerd's next connect queues until we are back). Only
+      // stop listening: net.Server.close's callback waits until every
+      // connection it accepted has ended, and containerd keeps its own open,
+      // so awaiting it hung the shutdown until SIGKILL. shutdownServer ends
+      // the gRPC sessions, and with them those connections.
+      acceptor?.close();
       await shutdownServer(server, 10_000);
       extras.metrics?.removeTarget(target);
       try {
