@@ -8,15 +8,15 @@
 #   4. `tsblock ls`, `tsblock usage` and `curl …/metrics` must show that
 #      container's snapshot; then the container and image are removed, GC must
 #      leave tsblock empty, and nothing may stay mounted or attached.
-# Ends with "N passed, M failed". Needs root. Uses mkimage.py from the shared e2e
-# tools ($TSBLOCK_SHARED/tools/e2e, default ../shared) to build the image offline.
+# Ends with "N passed, M failed". Needs root. The image (static busybox from
+# Debian's busybox-static, /etc/hello) is built offline by the e2e suite's own
+# builder, test/e2e/lib/build-image.ts (run with vitest's vite-node: Node 20
+# cannot run .ts); nothing outside the checkout is used.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
-SHARED=${TSBLOCK_SHARED:-$REPO/../shared}
-MKIMAGE=$SHARED/tools/e2e/mkimage.py
+BUILD_IMAGE=(node_modules/.bin/vite-node test/e2e/lib/build-image.ts --)
 [ "$(id -u)" = 0 ] || { echo "quickstart-check.sh needs root" >&2; exit 2; }
-[ -f "$MKIMAGE" ] || { echo "quickstart-check.sh: $MKIMAGE not found (set TSBLOCK_SHARED)"; echo "0 passed, 1 failed"; exit 1; }
 export PATH=/usr/local/bin:$PATH
 
 W=$(mktemp -d /var/tmp/tsblock-quickstart.XXXXXX)
@@ -84,7 +84,10 @@ if grep -Eq 'io.containerd.snapshotter.v1 +tsblock +- +ok' <<<"$plugins"; then p
 else fail "ctr plugins ls shows tsblock ok"; echo "$plugins"; tail -20 "$W/containerd.log"; exit 1; fi
 
 # 3. an image and a running container on tsblock
-python3 "$MKIMAGE" hello --busybox /bin/busybox --name "$IMG" --out "$W/hello.tar" >/dev/null
+# (node_modules comes with up.sh's build, so the builder runs after step 1)
+if ! "${BUILD_IMAGE[@]}" hello --busybox /bin/busybox --ref "$IMG" --out "$W/hello.tar" >"$W/build-image.out" 2>&1; then
+  fail "build the quick-start image (test/e2e/lib/build-image.ts)"; cat "$W/build-image.out"; exit 1
+fi
 if "${CTR[@]}" images import --snapshotter tsblock "$W/hello.tar" >/dev/null; then pass "ctr images import --snapshotter tsblock"
 else fail "ctr images import"; exit 1; fi
 if "${CTR[@]}" run -d --snapshotter tsblock "$IMG" qs-c /bin/sleep 600 >/dev/null; then pass "ctr run -d --snapshotter tsblock"
