@@ -4,35 +4,42 @@
 
 import { execFileSync } from 'node:child_process';
 import { connect } from 'node:net';
-import { existsSync, mkdirSync, mkdtempSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { SnapClient } from './client.mjs';
 import { REPO, nowMs, rmrf, sleep, spawnLogged, treeRssMiB } from './util.mjs';
 
 /**
- * refsnapshotterPath finds containerd's snapshotters served as proxies:
- * $TSBLOCK_REFSNAPSHOTTER, the shared tools' bin, or what scripts/test.sh
- * built (.tmp/test/conformance-bin); failing those it builds it there with
- * the shared tools' build.sh (offline, Debian packages, ~80 s the first time).
+ * refsnapshotterPath returns containerd's own snapshotters served as proxies
+ * (test/go/ctrd2/cmd/refsnapshotter: overlayfs, native, blockfile from
+ * containerd v2 as test/versions.env pins): $TSBLOCK_REFSNAPSHOTTER when set,
+ * otherwise `go build` from test/go/ctrd2 into
+ * ${TSBLOCK_TOOLS_DIR:-/var/cache/tsblock-tools}/refsnapshotter (every time:
+ * about a second with a warm Go build cache, so never a stale binary).
+ * undefined when Go is missing or the build fails (the reason on stderr).
  */
 export function refsnapshotterPath() {
-  const built = join(REPO, '.tmp', 'test', 'conformance-bin');
-  const cands = [
-    process.env.TSBLOCK_REFSNAPSHOTTER,
-    join(REPO, '..', 'shared', 'tools', 'conformance', 'bin', 'refsnapshotter'),
-    join(built, 'refsnapshotter'),
-  ].filter(Boolean);
-  const found = cands.find((p) => existsSync(p));
-  if (found) return found;
-  const build = join(REPO, '..', 'shared', 'tools', 'conformance', 'build.sh');
-  if (!existsSync(build)) return undefined;
-  console.error(`building refsnapshotter with ${build} into ${built} …`);
-  try {
-    execFileSync(build, [built], { stdio: ['ignore', 'ignore', 'inherit'] });
-  } catch {
+  if (process.env.TSBLOCK_REFSNAPSHOTTER) return existsSync(process.env.TSBLOCK_REFSNAPSHOTTER) ? process.env.TSBLOCK_REFSNAPSHOTTER : undefined;
+  const go = [...(process.env.PATH ?? '').split(':').filter(Boolean), '/usr/local/go/bin'].map((d) => join(d, 'go')).find((p) => existsSync(p));
+  if (!go) {
+    console.error('refsnapshotter: go is not installed');
     return undefined;
   }
-  return existsSync(join(built, 'refsnapshotter')) ? join(built, 'refsnapshotter') : undefined;
+  const tools = process.env.TSBLOCK_TOOLS_DIR || '/var/cache/tsblock-tools';
+  const bin = join(tools, 'refsnapshotter');
+  try {
+    mkdirSync(tools, { recursive: true });
+    execFileSync(go, ['build', '-o', `${bin}.tmp`, './cmd/refsnapshotter'], {
+      cwd: join(REPO, 'test', 'go', 'ctrd2'),
+      env: { ...process.env, CGO_ENABLED: '0', GOFLAGS: '-buildvcs=false' },
+      stdio: ['ignore', 'ignore', 'inherit'],
+    });
+    renameSync(`${bin}.tmp`, bin);
+  } catch (err) {
+    console.error(`refsnapshotter: go build in test/go/ctrd2 failed: ${err.message}`);
+    return undefined;
+  }
+  return bin;
 }
 
 /**
@@ -57,7 +64,7 @@ export function targets({ ext4Dir, xfsDir }) {
     const [name, cli] = b.includes('=') ? b.split('=', 2) : ['base', b];
     t.splice(1 + i, 0, { id: `tsblock-xfs-${name}`, impl: 'tsblock', cli, dir: xfsDir, skip: xfsDir ? undefined : 'no XFS scratch' });
   });
-  if (!ref) for (const x of t) if (x.impl === 'ref') x.skip ??= 'refsnapshotter not found (build ../shared/tools/conformance/build.sh or set TSBLOCK_REFSNAPSHOTTER)';
+  if (!ref) for (const x of t) if (x.impl === 'ref') x.skip ??= 'refsnapshotter could not be built (go build in test/go/ctrd2; or set TSBLOCK_REFSNAPSHOTTER)';
   if (!existsSync(join(REPO, 'dist', 'cli.js'))) for (const x of t) if (x.impl === 'tsblock' && !x.cli) x.skip = 'dist/cli.js missing: run npm run build';
   for (const x of t) x.ref = ref;
   return t;

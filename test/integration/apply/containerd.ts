@@ -7,6 +7,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import { writeLayoutArchive, type OciLayerBlob } from '../../fixtures/layers/oci.js';
 import { listTree } from './tree.js';
@@ -91,34 +92,36 @@ export async function startContainerd(work: string, proxies: Record<string, stri
   };
 }
 
+/** goBinary finds the Go toolchain (PATH, then /usr/local/go as install-deps.sh installs it). */
+function goBinary(): string | undefined {
+  for (const dir of [...(process.env.PATH ?? '').split(':').filter(Boolean), '/usr/local/go/bin']) {
+    if (fs.existsSync(path.join(dir, 'go'))) return path.join(dir, 'go');
+  }
+  return undefined;
+}
+
 /**
- * buildPullUnpack builds test/fixtures/pullunpack (containerd's Go client
- * pull + unpacker) in GOPATH mode against Debian's containerd sources and
- * returns the binary, cached by source hash; undefined plus a reason when Go
- * or the sources are missing.
+ * buildPullUnpack builds test/go/ctrd1/cmd/pullunpack (containerd 1.7's Go
+ * client pull + unpacker, the version test/versions.env pins) with `go build`
+ * from its module into ${TSBLOCK_TOOLS_DIR:-/var/cache/tsblock-tools}/pullunpack.
+ * It always runs go build (the Go build cache makes a rebuild about a second)
+ * so the binary is never stale. Returns a reason instead of a binary when Go is
+ * missing or the build fails; the caller decides whether that skips or fails
+ * (it fails under CI).
  */
 export async function buildPullUnpack(): Promise<{ bin?: string; reason?: string }> {
-  const gocode = '/usr/share/gocode';
-  if (!fs.existsSync('/usr/bin/go')) return { reason: 'go is not installed (apt-get install golang-go)' };
-  if (!fs.existsSync(`${gocode}/src/github.com/containerd/containerd/client.go`)) return { reason: 'golang-github-containerd-containerd-dev is not installed' };
-  const src = fs.readFileSync(new URL('../../fixtures/pullunpack/main.go', import.meta.url));
-  const { createHash } = await import('node:crypto');
-  const tag = createHash('sha256').update(src).digest('hex').slice(0, 12);
-  const base = `/var/tmp/tsblock-pullunpack-${tag}`;
-  const bin = path.join(base, 'pullunpack');
-  if (fs.existsSync(bin)) return { bin };
-  const pkg = path.join(base, 'gopath', 'src', 'pullunpack');
-  fs.mkdirSync(pkg, { recursive: true });
-  fs.writeFileSync(path.join(pkg, 'main.go'), src);
+  const go = goBinary();
+  if (!go) return { reason: 'go is not installed (scripts/install-deps.sh --test installs it)' };
+  const mod = fileURLToPath(new URL('../../go/ctrd1', import.meta.url));
+  const tools = process.env.TSBLOCK_TOOLS_DIR || '/var/cache/tsblock-tools';
+  const bin = path.join(tools, 'pullunpack');
   try {
-    await execa('/usr/bin/go', ['build', '-o', `${bin}.tmp`, '.'], {
-      cwd: pkg,
-      env: { GO111MODULE: 'off', GOPATH: `${path.join(base, 'gopath')}:${gocode}`, GOPROXY: 'off', GOFLAGS: '', CGO_ENABLED: '0', GOCACHE: path.join(base, 'cache'), HOME: base },
-      timeout: 300_000,
-    });
+    fs.mkdirSync(tools, { recursive: true });
+    await execa(go, ['build', '-o', `${bin}.tmp`, './cmd/pullunpack'], { cwd: mod, env: { CGO_ENABLED: '0', GOFLAGS: '-buildvcs=false' }, timeout: 600_000 });
     fs.renameSync(`${bin}.tmp`, bin);
   } catch (err) {
-    return { reason: `building pullunpack failed: ${(err as Error).message.slice(0, 300)}` };
+    fs.rmSync(`${bin}.tmp`, { force: true });
+    return { reason: `building pullunpack (go build in ${mod}) failed: ${(err as Error).message.slice(0, 600)}` };
   }
   return { bin };
 }

@@ -1,0 +1,3 @@
+module tsblock.dev/test/harness
+
+go 1.24
