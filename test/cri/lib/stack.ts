@@ -13,6 +13,7 @@
 
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { CLI, type ContainerdTools } from './tools.js';
@@ -81,11 +82,11 @@ export interface Tsblock extends Proc {
   keys(): Promise<string[]>;
 }
 
-export async function startTsblock(dir: string): Promise<Tsblock> {
+export async function startTsblock(dir: string, opts: { metrics?: string } = {}): Promise<Tsblock> {
   const root = path.join(dir, 'tsblock');
   const socket = path.join(dir, 'tsblock.sock');
   const log = path.join(dir, 'tsblock.log');
-  const p = spawnLogged(process.execPath, [CLI, 'serve', '--root', root, '--socket', socket, '--base-size', '512M', '--metrics-address', ''], log);
+  const p = spawnLogged(process.execPath, [CLI, 'serve', '--root', root, '--socket', socket, '--base-size', '512M', '--metrics-address', opts.metrics ?? ''], log);
   await waitFor('tsblock serve', 30_000, async () => fs.existsSync(socket) && p.proc.exitCode === null, log);
   const keys = async () => {
     const out = await run(process.execPath, [CLI, 'ls', '--root', root, '--socket', socket, '--json']);
@@ -94,6 +95,15 @@ export async function startTsblock(dir: string): Promise<Tsblock> {
     return rows.map((r) => r.key ?? r.name ?? JSON.stringify(r));
   };
   return { ...p, root, socket, keys };
+}
+
+/** freePort is a TCP port on 127.0.0.1 nobody listens on (now). */
+export async function freePort(): Promise<number> {
+  const s = net.createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  const port = (s.address() as net.AddressInfo).port;
+  await new Promise<void>((r) => s.close(() => r()));
+  return port;
 }
 
 /** Containerd is a running private containerd. */
