@@ -11,6 +11,7 @@
 // order for client-side unpacks), and its log must show it applied every
 // layer.
 //
+//   sudo test/e2e/run.sh [--containerd BIN_DIR] [--backend B] [--layers N]   (ends "N passed, M failed, K skipped")
 //   sudo npx vitest run test/e2e
 //   env: TSBLOCK_E2E_CONTAINERD=/var/cache/tsblock-tools/containerd-v2.4.2/bin
 //        TSBLOCK_E2E_BACKEND=blockfile|devmapper (devmapper: --data-size 2G --base-size 256M; VM only)
@@ -280,7 +281,12 @@ function e2e(bins: ContainerdBins): void {
       time('tsblock restart (stop + start)', Date.now() - t0);
       // The first call after the restart: containerd's channel to the proxy
       // went idle when the old daemon closed it, and its reconnect lands on
-      // the socket the test kept listening.
+      // the socket the test kept listening. (A call that reaches containerd's
+      // proxy client while tsblock is down only waits ~1 s for the handshake:
+      // its grpc.ConnectParams set no MinConnectTimeout, so a connect attempt's
+      // deadline is the backoff delay, 1 s at first; a failed attempt then
+      // fails every call fast until the backoff (1 s, 1.6 s, … 3 s) expires,
+      // even once tsblock is back. No call is made during this downtime.)
       const r = await ctr(['snapshots', '--snapshotter', SN, 'info', hello.chainId]);
       expect(r.stdout).toMatch(/"Kind": "Committed"/);
       expect(alive(pid), 'the container survives the tsblock restart').toBe(true);
