@@ -13,7 +13,8 @@
  *   and a hard link, delete a whole dir (.wh.gone), make /data/opq opaque
  *   while adding to it, delete then re-create a file with a new mode, change
  *   a file's owner/mode and create a dir owned by 1234:5678, overwrite a file
- *   (top layer). Layer i: i % 10 == 0 uncompressed, i % 3 == 1 zstd, else gzip.
+ *   (top layer). Layer i: i % 10 == 5 uncompressed, else i % 3 == 1 zstd, else
+ *   gzip (so every N >= 10 has all three).
  *   `expected` is what `/bin/list-data /data` prints inside a container.
  * - `BuiltImage`: {ref, layers (blob, mediaType, diffId), diffIds, chainIds,
  *   chainId (the top layer's, what the snapshotter must hold committed),
@@ -291,7 +292,7 @@ export async function manyImage(opts: { layers?: number; busybox?: string; ref?:
         l.file('/data/keep', `overwritten in top layer ${i}\n`);
         break;
     }
-    blobs.push(await encode(l.entries, i % 10 === 0 ? 'tar' : i % 3 === 1 ? 'zstd' : 'gzip'));
+    blobs.push(await encode(l.entries, i % 10 === 5 ? 'tar' : i % 3 === 1 ? 'zstd' : 'gzip'));
   }
   return finish(opts.ref ?? 'docker.io/library/e2e-many:latest', blobs, m.listing('/data'));
 }
