@@ -15,8 +15,8 @@ TEST=0
 # prebuilt binary can be fetched; curl/xz for install-node.sh
 pkgs=(e2fsprogs xfsprogs util-linux ca-certificates curl xz-utils python3 make g++)
 [ "$TEST" = 1 ] && pkgs+=(containerd runc busybox-static python3 qemu-system-x86 linux-image-amd64
-  tiny-initramfs cpio kmod xz-utils dmsetup thin-provisioning-tools btrfs-progs zstd curl golang-go
-  golang-github-containerd-containerd-dev)
+  tiny-initramfs cpio kmod xz-utils dmsetup thin-provisioning-tools btrfs-progs zstd curl
+  docker-registry)
 
 missing=()
 for p in "${pkgs[@]}"; do
@@ -27,6 +27,11 @@ if [ "${#missing[@]}" -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # The tests start their own registry on 127.0.0.1 (a random port); Debian's
+  # package would also enable a system-wide one on :5000 under systemd.
+  if [[ " ${missing[*]} " == *" docker-registry "* ]] && [ -d /run/systemd/system ]; then
+    systemctl disable --now docker-registry.service >/dev/null 2>&1 || true
+  fi
 fi
 # Node >= 20 (Debian 12's nodejs is 18): the official tarball into /usr/local
 scripts/install-node.sh
