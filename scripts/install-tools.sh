@@ -3,7 +3,7 @@
 # test/versions.env, into ${TSBLOCK_TOOLS_DIR:-/var/cache/tsblock-tools} (outside
 # the work tree; Go's own module/build caches stay where Go keeps them).
 #
-#   scripts/install-tools.sh                      build every tool below
+#   scripts/install-tools.sh                      build containerd-2.3, containerd-2.4, crictl
 #   scripts/install-tools.sh --only containerd-2.4,crictl
 #   scripts/install-tools.sh --print containerd-2.4   print the tool's bin dir (builds nothing;
 #                                                     exit 1 when it is not installed)
@@ -14,8 +14,8 @@
 #                                   (go install github.com/containerd/containerd/v2/cmd/…@VERSION)
 #   containerd-1.6                  Debian 12's package (/usr/bin); --print only, never built
 #   crictl                          crictl (sigs.k8s.io/cri-tools/cmd/crictl@CRI_TOOLS)
-#   cni                             loopback, bridge, host-local
-#                                   (github.com/containernetworking/plugins@CNI_PLUGINS)
+#   cni                             loopback, bridge, host-local (only with --only: the CRI tests
+#                                   run host-network pods) (github.com/containernetworking/plugins@CNI_PLUGINS)
 #
 # Idempotent: a tool whose binaries are all present and carry the pinned module
 # version (`go version -m`) is left alone. Each built tool's wall time is printed.
@@ -25,9 +25,14 @@ REPO=$PWD
 # shellcheck source=../test/versions.env
 . "$REPO/test/versions.env"
 TOOLS_DIR=${TSBLOCK_TOOLS_DIR:-/var/cache/tsblock-tools}
-command -v go >/dev/null 2>&1 || export PATH=$PATH:/usr/local/go/bin
+# Go >= GO_TOOLCHAIN: on PATH, /usr/local/go, or fetched by scripts/ensure-go.sh
+if ! command -v go >/dev/null 2>&1 || [ -n "${GO_TOOLCHAIN:-}" ]; then
+  GODIR=$("$REPO/scripts/ensure-go.sh") && export PATH=$GODIR:$PATH
+fi
 
 ALL=(containerd-2.3 containerd-2.4 crictl cni)
+# what a bare run builds: the CRI tests use host-network pods, which need no CNI plugin
+DEFAULT=(containerd-2.3 containerd-2.4 crictl)
 
 # spec NAME -> "VERSION|MODULE|BINDIR|pkg1 pkg2 …" (packages relative to MODULE)
 spec() {
@@ -103,8 +108,8 @@ case "${1:-}" in
   *) echo "unknown option $1" >&2; exit 2 ;;
 esac
 
-command -v go >/dev/null 2>&1 || { echo "go not found (expected /usr/local/go/bin/go)" >&2; exit 1; }
-names=("${ALL[@]}")
+command -v go >/dev/null 2>&1 || { echo "no Go toolchain (scripts/ensure-go.sh found or fetched none)" >&2; exit 1; }
+names=("${DEFAULT[@]}")
 if [ -n "$ONLY" ]; then
   IFS=',' read -r -a names <<<"$ONLY"
   for n in "${names[@]}"; do

@@ -77,7 +77,7 @@ interface Ctx {
   crictl(args: string[], timeout?: number): Promise<string>;
 }
 
-async function setup(t: ContainerdTools, mode: 'A' | 'B'): Promise<Ctx> {
+async function setup(t: ContainerdTools, mode: 'A' | 'B' | 'C'): Promise<Ctx> {
   const dir = fs.mkdtempSync(path.join('/var/tmp', `tsblock-cri-${mode}-`));
   const ctx = { dir } as Ctx;
   for (const d of ['cni-bin', 'cni-conf', 'pods', 'registry']) fs.mkdirSync(path.join(dir, d));
@@ -95,8 +95,11 @@ async function setup(t: ContainerdTools, mode: 'A' | 'B'): Promise<Ctx> {
     if (!deploy.includes(line)) throw new Error(`deploy/containerd/config-2.x.toml lost its line ${line.trim()}`);
     deploy = deploy.replace(line, '  snapshotter = "tsblock"');
     parts.push(deploy);
-  } else {
+  } else if (mode === 'B') {
     parts.push(deploy, withSocket(snippet('docs/containerd.md', 'cri-2.x-runc-handler'), ctx.ts.socket));
+  } else {
+    // the 1.x proxy snippet (no unpack_config) and tsblock as the CRI snapshotter
+    parts.push(withSocket(snippet('docs/containerd.md', '1.x-config'), ctx.ts.socket).replace(/^version = 2$/m, ''), snippet('docs/containerd.md', 'cri-2.x-default'));
   }
   const config = mergeToml(...parts);
   ctx.cd = await startContainerd(t, dir, config);
@@ -146,14 +149,21 @@ function podConfig(ctx: Ctx, name: string, annotations: Record<string, string> =
   return file;
 }
 
-function containerConfig(ctx: Ctx, name: string, marker: string): string {
+/** the probe Pod's container command in docs/kubernetes.md (its flow-style YAML sequence is JSON) */
+function docsProbeCommand(): string[] {
+  const m = /command:\s*(\[[^\]]*\])/.exec(snippet('docs/kubernetes.md', 'k8s-probe-pod'));
+  if (!m) throw new Error('docs/kubernetes.md k8s-probe-pod: no command: [...]');
+  return JSON.parse(m[1]!) as string[];
+}
+
+function containerConfig(ctx: Ctx, name: string, marker: string, command?: string[]): string {
   const file = path.join(ctx.dir, `${name}-ctr.json`);
   fs.writeFileSync(
     file,
     JSON.stringify({
       metadata: { name },
       image: { image: ctx.ref },
-      command: ['/bin/sh', '-c', `echo ${marker}; grep ' / ' /proc/mounts; exec sleep inf`],
+      command: command ?? ['/bin/sh', '-c', `echo ${marker}; grep ' / ' /proc/mounts; exec sleep inf`],
       log_path: `${name}.log`,
       linux: {},
     }),
@@ -258,6 +268,8 @@ describe.runIf(why === undefined).sequential(`CRI (A) tsblock as the CRI image s
     expect(type).toBe('ext4');
     expect(src).toMatch(/^\/dev\/loop\d+$/);
     expect(backingFile(src).startsWith(`${ctx!.ts.root}/`)).toBe(true);
+    // tsblock ls shows the container's snapshot in containerd's k8s.io namespace
+    expect((await ctx!.ts.keys()).filter((k) => k.startsWith('k8s.io/')).length).toBeGreaterThan(0);
     // (crictl exec -s appends blank lines of its own)
     expect((await ctx!.crictl(['exec', '-s', cid, 'sh', '-c', 'echo written > /tmp/x && cat /tmp/x /etc/hello'])).trimEnd()).toBe('written\nhello from the image layer');
   });
@@ -298,6 +310,19 @@ describe.runIf(why === undefined).sequential(`CRI (A) tsblock as the CRI image s
     await ctx!.cd.stop();
     await ctx!.ts.stop();
     expect(leaks(ctx!.dir, address)).toEqual([]);
+  });
+});
+
+describe.runIf(why === undefined).sequential(`CRI (C) without unpack_config for tsblock, containerd${label}`, () => {
+  let ctx: Ctx | undefined;
+  beforeAll(async () => {
+    ctx = await setup(tools as ContainerdTools, 'C');
+  });
+  afterAll(() => teardown(ctx));
+
+  it('a CRI pull into tsblock fails with "no unpack platforms defined" (why the deploy file lists tsblock)', async () => {
+    await expect(ctx!.crictl(['pull', ctx!.ref])).rejects.toThrow(/no unpack platforms defined/);
+    expect(await ctx!.ts.keys()).toEqual([]);
   });
 });
 
@@ -343,7 +368,8 @@ describe.runIf(why === undefined).sequential(`CRI (B) tsblock as one runtime han
 
   it('creates and starts a container of the same image in each', async () => {
     ctr.def = (await ctx!.crictl(['create', pod.def, containerConfig(ctx!, 'c-def', 'hello-from-default'), podConfig(ctx!, 'cri-b-def')])).trim();
-    ctr.ts = (await ctx!.crictl(['create', pod.ts, containerConfig(ctx!, 'c-ts', 'hello-from-tsblock'), podConfig(ctx!, 'cri-b-ts', { 'io.containerd.cri.runtime-handler': HANDLER })])).trim();
+    // the tsblock one runs docs/kubernetes.md's probe command
+    ctr.ts = (await ctx!.crictl(['create', pod.ts, containerConfig(ctx!, 'c-ts', '', docsProbeCommand()), podConfig(ctx!, 'cri-b-ts', { 'io.containerd.cri.runtime-handler': HANDLER })])).trim();
     await ctx!.crictl(['start', ctr.def]);
     await ctx!.crictl(['start', ctr.ts]);
     expect(await state(ctx!, 'inspect', ctr.def)).toBe('CONTAINER_RUNNING');
@@ -361,7 +387,8 @@ describe.runIf(why === undefined).sequential(`CRI (B) tsblock as one runtime han
   });
 
   it('logs', async () => {
-    expect(await ctx!.crictl(['logs', ctr.ts])).toContain('hello-from-tsblock');
+    // what docs/kubernetes.md says the probe shows with a runc handler on tsblock
+    expect(await ctx!.crictl(['logs', ctr.ts])).toMatch(/^\/dev\/loop\d+ \/ ext4 /);
     expect(await ctx!.crictl(['logs', ctr.def])).toMatch(/hello-from-default\noverlay \/ overlay /);
   });
 
@@ -388,6 +415,10 @@ describe.runIf(why === undefined).sequential(`CRI (B) tsblock as one runtime han
 
   it("containerd's log has no error lines about tsblock", () => {
     expect(tsblockErrors(ctx!.cd)).toEqual([]);
+  });
+
+  it('containerd logged that the runtime-handler annotation is deprecated (docs/containerd.md says so)', () => {
+    expect(fs.readFileSync(ctx!.cd.log, 'utf8')).toMatch(/Using deprecated annotation .*io\.containerd\.cri\.runtime-handler/);
   });
 
   it('stops clean: nothing left mounted, attached or running', async () => {
