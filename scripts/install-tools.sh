@@ -26,9 +26,7 @@ REPO=$PWD
 . "$REPO/test/versions.env"
 TOOLS_DIR=${TSBLOCK_TOOLS_DIR:-/var/cache/tsblock-tools}
 # Go >= GO_TOOLCHAIN: on PATH, /usr/local/go, or fetched by scripts/ensure-go.sh
-if ! command -v go >/dev/null 2>&1 || [ -n "${GO_TOOLCHAIN:-}" ]; then
-  GODIR=$("$REPO/scripts/ensure-go.sh") && export PATH=$GODIR:$PATH
-fi
+GODIR=$("$REPO/scripts/ensure-go.sh") && export PATH=$GODIR:$PATH
 
 ALL=(containerd-2.3 containerd-2.4 crictl cni)
 # what a bare run builds: the CRI tests use host-network pods, which need no CNI plugin

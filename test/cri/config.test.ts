@@ -100,6 +100,10 @@ for (const { name, tools } of allContainerds()) {
       }
     });
 
+    it('loads docs/containerd-config.toml (the README points at it)', () => {
+      expect(proxyOf(dump(t, withSocket(repoFile('docs/containerd-config.toml'), SOCK)).cfg)).toMatchObject({ type: 'snapshot', address: SOCK });
+    });
+
     it('loads the 1.7 per-runtime snippet (cri-1.7-kata)', () => {
       const { cfg } = dump(t, mergeToml(withSocket(snippet(DOC, '1.x-config'), SOCK), snippet(DOC, 'cri-1.7-kata')));
       if (v2) expect(get(cfg, 'plugins', 'io.containerd.cri.v1.runtime', 'containerd', 'runtimes', 'kata', 'snapshotter')).toBe('tsblock');

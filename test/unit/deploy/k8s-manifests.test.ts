@@ -109,3 +109,17 @@ describe('docs/kubernetes.md: the containerd config change', () => {
     expect(appended).toContain(snippet('docs/kubernetes.md', 'k8s-configure-containerd'));
   });
 });
+
+describe('test/go/k8s-validate pins', () => {
+  it('requires k8s.io/client-go, apimachinery and api at test/versions.env K8S_API, with go.sum entries', () => {
+    const env = fs.readFileSync(path.join(REPO, 'test/versions.env'), 'utf8');
+    const want = /^K8S_API=(\S+)$/m.exec(env)?.[1];
+    expect(want).toMatch(/^v\d+\.\d+\.\d+$/);
+    const mod = fs.readFileSync(path.join(MOD, 'go.mod'), 'utf8');
+    const sum = fs.readFileSync(path.join(MOD, 'go.sum'), 'utf8');
+    for (const p of ['k8s.io/client-go', 'k8s.io/apimachinery', 'k8s.io/api']) {
+      expect(mod).toMatch(new RegExp(`^\\s*${p.replace(/\./g, '\\.')} ${want}( //.*)?$`, 'm'));
+      expect(sum).toContain(`${p} ${want}/go.mod h1:`);
+    }
+  });
+});
