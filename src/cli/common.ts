@@ -45,6 +45,7 @@ export const CONFIG_OPTIONS = {
   discard: { type: 'boolean' },
   'socket-group': { type: 'string' },
   'min-free': { type: 'string' },
+  'content-dir': { type: 'string', multiple: true },
   'log-level': { type: 'string' },
   'metrics-address': { type: 'string' },
   json: { type: 'boolean', default: false },

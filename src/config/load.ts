@@ -200,7 +200,13 @@ function resolveInstance(name: string, raw: RawInstance, problems: string[]): In
       problems.push(errorMessage(err));
     }
   }
-  return { name, backend: backend as BackendName, root, socket, socketGroup, baseSize, mountOptions, pool, dataSize, metadataSize, discard, minFree };
+  let contentDirs: string[] | undefined;
+  if (raw.content_dirs !== undefined) {
+    if (!Array.isArray(raw.content_dirs) || raw.content_dirs.some((d) => typeof d !== 'string' || !isAbsolute(d))) {
+      problems.push(`${where}.content_dirs must be a list of absolute paths (containerd content stores), got ${JSON.stringify(raw.content_dirs)}`);
+    } else contentDirs = raw.content_dirs as string[];
+  }
+  return { name, backend: backend as BackendName, root, socket, socketGroup, baseSize, mountOptions, pool, dataSize, metadataSize, discard, minFree, contentDirs };
 }
 
 function checkDistinct(list: InstanceConfig[], problems: string[]): void {

@@ -34,6 +34,12 @@ export interface InstanceConfig {
   discard: boolean;
   /** minFree is the space reserve new snapshots may not eat into ("10G" or "5%"; unset = 1%). */
   minFree?: MinFree;
+  /**
+   * contentDirs are containerd content stores (each holding blobs/<alg>/<hex>)
+   * the Diff service reads layer blobs from; unset = containerd's default
+   * (/var/lib/containerd/io.containerd.content.v1.content).
+   */
+  contentDirs?: string[];
 }
 
 /** TsblockConfig is the whole daemon configuration. */

@@ -41,6 +41,7 @@ export function instanceServeOptions(s: InstanceConfig) {
     metadataSize: s.metadataSize,
     discardOnRemove: s.discard,
     minFree: s.minFree,
+    contentDirs: s.contentDirs,
   };
 }
 

@@ -30,6 +30,8 @@ export interface ServeOptions extends BackendSettings {
   socketGid?: number;
   /** name is the instance's name in logs and metrics (default "tsblock"). */
   name?: string;
+  /** contentDirs are the containerd content stores the Diff service reads blobs from (default containerd's). */
+  contentDirs?: string[];
 }
 
 /** DaemonExtras are process-wide things instances share. */
@@ -70,7 +72,7 @@ export async function startDaemon(opts: ServeOptions, log: Logger, extras: Daemo
   // containerd.services.diff.v1.Diff for containerd ≥ 2 proxy differs (docs/applier.md).
   server.addService(
     loadDiffService(),
-    instrumentHandlers(diffHandlers({ blobDir: join(opts.root, 'content'), mountParent: temp.dir }, (rec) => ilog.warn(rec, 'diff rpc failed')), name, extras.metrics, ilog),
+    instrumentHandlers(diffHandlers({ blobDir: join(opts.root, 'content'), contentDirs: opts.contentDirs, mountParent: temp.dir }, (rec) => ilog.warn(rec, 'diff rpc failed')), name, extras.metrics, ilog),
   );
   let acceptor: NetServer | undefined;
   try {

@@ -33,6 +33,8 @@ TSBLOCK_* environment variables override flags (see docs/operations.md).
   --socket-group GID    group owning the socket (mode 0660)
   --min-free SIZE|PCT   refuse new active snapshots when the storage has less
                         free (e.g. 10G or 5%; default 1%, 0 = off)
+  --content-dir DIR     containerd content store the Diff service reads layer blobs
+                        from (repeatable; default /var/lib/containerd/io.containerd.content.v1.content)
   --log-level LEVEL     debug | info | warn | error (default info)
   --metrics-address A   Prometheus /metrics host:port (default ${DEFAULT_METRICS_ADDRESS}; "" = off)
 `;

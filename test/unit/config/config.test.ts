@@ -206,3 +206,24 @@ describe('config dump', () => {
     expect(load(text).config).toEqual({ ...c, metricsAddressExplicit: true });
   });
 });
+
+describe('content_dirs (where the Diff service reads layer blobs)', () => {
+  it('is unset by default, so the Diff service uses containerd\'s default content store', () => {
+    expect(load(undefined).config.snapshotters[0]!.contentDirs).toBeUndefined();
+  });
+
+  it('comes from the file, --content-dir (repeatable) and TSBLOCK_CONTENT_DIRS, in that order of precedence', () => {
+    const file = '[snapshotters.tsblock]\ncontent_dirs = ["/var/lib/rancher/k3s/agent/containerd/io.containerd.content.v1.content"]\n';
+    expect(load(file).config.snapshotters[0]!.contentDirs).toEqual(['/var/lib/rancher/k3s/agent/containerd/io.containerd.content.v1.content']);
+    expect(load(file, { 'content-dir': ['/a/content', '/b/content'] }).config.snapshotters[0]!.contentDirs).toEqual(['/a/content', '/b/content']);
+    expect(load(file, { 'content-dir': ['/a/content'] }, { TSBLOCK_CONTENT_DIRS: '/c/content:/d/content' }).config.snapshotters[0]!.contentDirs).toEqual(['/c/content', '/d/content']);
+  });
+
+  it('must be absolute paths, and dumps and loads back', () => {
+    expect(problems(() => load('[snapshotters.tsblock]\ncontent_dirs = ["relative/content"]\n'))).toEqual([
+      expect.stringMatching(/snapshotters\.tsblock\.content_dirs must be a list of absolute paths/),
+    ]);
+    const c = load('[snapshotters.tsblock]\ncontent_dirs = ["/x/content"]\n').config;
+    expect(load(dumpConfig(c)).config.snapshotters[0]!.contentDirs).toEqual(['/x/content']);
+  });
+});
