@@ -77,9 +77,10 @@ interface Ctx {
   crictl(args: string[], timeout?: number): Promise<string>;
 }
 
-async function setup(t: ContainerdTools, mode: 'A' | 'B' | 'C'): Promise<Ctx> {
+/** setup fills ctx step by step, so that teardown(ctx) releases whatever a failed setup started */
+async function setup(t: ContainerdTools, mode: 'A' | 'B' | 'C', ctx: Ctx): Promise<Ctx> {
   const dir = fs.mkdtempSync(path.join('/var/tmp', `tsblock-cri-${mode}-`));
-  const ctx = { dir } as Ctx;
+  ctx.dir = dir;
   for (const d of ['cni-bin', 'cni-conf', 'pods', 'registry']) fs.mkdirSync(path.join(dir, d));
   ctx.reg = await startRegistry(path.join(dir, 'registry'));
   ctx.img = await helloImage({ ref: 'docker.io/library/cri-hello:latest' });
@@ -112,7 +113,7 @@ async function setup(t: ContainerdTools, mode: 'A' | 'B' | 'C'): Promise<Ctx> {
   return ctx;
 }
 
-async function teardown(ctx: Ctx | undefined): Promise<void> {
+async function teardown(ctx: Partial<Ctx> | undefined): Promise<void> {
   if (!ctx?.dir) return;
   if (ctx.crictl) {
     // pods (and their containers) first, whatever state a failed test left
@@ -221,13 +222,13 @@ if (why !== undefined && requireAll) {
 }
 
 describe.runIf(why === undefined).sequential(`CRI (A) tsblock as the CRI image snapshotter, containerd${label}`, () => {
-  let ctx: Ctx | undefined;
+  const ctx = {} as Ctx;
   let t0 = 0;
   let podId = '';
   let cid = '';
   beforeAll(async () => {
     t0 = Date.now();
-    ctx = await setup(tools as ContainerdTools, 'A');
+    await setup(tools as ContainerdTools, 'A', ctx);
   });
   afterAll(async () => {
     await teardown(ctx);
@@ -235,106 +236,106 @@ describe.runIf(why === undefined).sequential(`CRI (A) tsblock as the CRI image s
   });
 
   it('containerd loads the tsblock proxy plugin and the CRI plugin', async () => {
-    const out = await ctx!.cd.ctr(['plugins', 'ls']);
+    const out = await ctx.cd.ctr(['plugins', 'ls']);
     expect(out).toMatch(/io\.containerd\.snapshotter\.v1\s+tsblock\s+\S+\s+ok/);
     expect(out).toMatch(/io\.containerd\.grpc\.v1\s+cri\s+-\s+ok/);
-    const info = JSON.parse(await ctx!.crictl(['info'])) as { status: { conditions: { type: string; status: boolean }[] } };
+    const info = JSON.parse(await ctx.crictl(['info'])) as { status: { conditions: { type: string; status: boolean }[] } };
     expect(info.status.conditions.find((c) => c.type === 'RuntimeReady')?.status).toBe(true);
   });
 
   it('pulls an image into tsblock', async () => {
-    await ctx!.crictl(['pull', ctx!.ref]);
-    expect(await ctx!.crictl(['images', '-q', ctx!.ref])).toMatch(/sha256:/);
+    await ctx.crictl(['pull', ctx.ref]);
+    expect(await ctx.crictl(['images', '-q', ctx.ref])).toMatch(/sha256:/);
     // unpacked at pull time: the image's chain is committed in tsblock
-    const snaps = await ctx!.cd.ctr(['-n', 'k8s.io', 'snapshots', '--snapshotter', 'tsblock', 'ls']);
-    expect(snaps).toContain(ctx!.img.chainId);
-    expect((await ctx!.ts.keys()).some((k) => k.endsWith(ctx!.img.chainId))).toBe(true);
+    const snaps = await ctx.cd.ctr(['-n', 'k8s.io', 'snapshots', '--snapshotter', 'tsblock', 'ls']);
+    expect(snaps).toContain(ctx.img.chainId);
+    expect((await ctx.ts.keys()).some((k) => k.endsWith(ctx.img.chainId))).toBe(true);
   });
 
   it('runs a pod sandbox (host network)', async () => {
-    podId = (await ctx!.crictl(['runp', podConfig(ctx!, 'cri-a')])).trim();
+    podId = (await ctx.crictl(['runp', podConfig(ctx, 'cri-a')])).trim();
     expect(podId).toMatch(/^[0-9a-f]{64}$/);
-    expect(await state(ctx!, 'inspectp', podId)).toBe('SANDBOX_READY');
+    expect(await state(ctx, 'inspectp', podId)).toBe('SANDBOX_READY');
   });
 
   it('creates and starts a container in it', async () => {
-    cid = (await ctx!.crictl(['create', podId, containerConfig(ctx!, 'c-a', 'hello-from-cri-a'), podConfig(ctx!, 'cri-a')])).trim();
-    await ctx!.crictl(['start', cid]);
-    expect(await state(ctx!, 'inspect', cid)).toBe('CONTAINER_RUNNING');
+    cid = (await ctx.crictl(['create', podId, containerConfig(ctx, 'c-a', 'hello-from-cri-a'), podConfig(ctx, 'cri-a')])).trim();
+    await ctx.crictl(['start', cid]);
+    expect(await state(ctx, 'inspect', cid)).toBe('CONTAINER_RUNNING');
   });
 
   it('exec: the container root is ext4 on a loop device over a tsblock image', async () => {
-    const [src, type] = await rootOf(ctx!, cid);
+    const [src, type] = await rootOf(ctx, cid);
     expect(type).toBe('ext4');
     expect(src).toMatch(/^\/dev\/loop\d+$/);
-    expect(backingFile(src).startsWith(`${ctx!.ts.root}/`)).toBe(true);
+    expect(backingFile(src).startsWith(`${ctx.ts.root}/`)).toBe(true);
     // tsblock ls shows the container's snapshot in containerd's k8s.io namespace
-    expect((await ctx!.ts.keys()).filter((k) => k.startsWith('k8s.io/')).length).toBeGreaterThan(0);
+    expect((await ctx.ts.keys()).filter((k) => k.startsWith('k8s.io/')).length).toBeGreaterThan(0);
     // (crictl exec -s appends blank lines of its own)
-    expect((await ctx!.crictl(['exec', '-s', cid, 'sh', '-c', 'echo written > /tmp/x && cat /tmp/x /etc/hello'])).trimEnd()).toBe('written\nhello from the image layer');
+    expect((await ctx.crictl(['exec', '-s', cid, 'sh', '-c', 'echo written > /tmp/x && cat /tmp/x /etc/hello'])).trimEnd()).toBe('written\nhello from the image layer');
   });
 
   it('logs', async () => {
-    const out = await ctx!.crictl(['logs', cid]);
+    const out = await ctx.crictl(['logs', cid]);
     expect(out).toContain('hello-from-cri-a');
     expect(out).toMatch(/^\/dev\/loop\d+ \/ ext4 /m);
   });
 
   it('stops the container', async () => {
-    await ctx!.crictl(['stop', '-t', '2', cid]);
-    expect(await state(ctx!, 'inspect', cid)).toBe('CONTAINER_EXITED');
+    await ctx.crictl(['stop', '-t', '2', cid]);
+    expect(await state(ctx, 'inspect', cid)).toBe('CONTAINER_EXITED');
   });
 
   it('removes the container and the pod', async () => {
-    await ctx!.crictl(['rm', cid]);
-    await ctx!.crictl(['stopp', podId]);
-    await ctx!.crictl(['rmp', podId]);
-    expect((await ctx!.crictl(['pods', '-q'])).trim()).toBe('');
+    await ctx.crictl(['rm', cid]);
+    await ctx.crictl(['stopp', podId]);
+    await ctx.crictl(['rmp', podId]);
+    expect((await ctx.crictl(['pods', '-q'])).trim()).toBe('');
     // only committed image layers are left in tsblock
-    const active = (await ctx!.cd.ctr(['-n', 'k8s.io', 'snapshots', '--snapshotter', 'tsblock', 'ls'])).split('\n').filter((l) => /\bActive\b/.test(l));
+    const active = (await ctx.cd.ctr(['-n', 'k8s.io', 'snapshots', '--snapshotter', 'tsblock', 'ls'])).split('\n').filter((l) => /\bActive\b/.test(l));
     expect(active).toEqual([]);
   });
 
   it('removes the images, and containerd GC removes every snapshot from tsblock', async () => {
-    await ctx!.crictl(['rmi', ctx!.ref, ctx!.pause]);
-    expect((await ctx!.crictl(['images', '-q'])).trim()).toBe('');
-    expect(await waitNoSnapshots(ctx!.ts)).toEqual([]);
+    await ctx.crictl(['rmi', ctx.ref, ctx.pause]);
+    expect((await ctx.crictl(['images', '-q'])).trim()).toBe('');
+    expect(await waitNoSnapshots(ctx.ts)).toEqual([]);
   });
 
   it("containerd's log has no error lines about tsblock", () => {
-    expect(tsblockErrors(ctx!.cd)).toEqual([]);
+    expect(tsblockErrors(ctx.cd)).toEqual([]);
   });
 
   it('stops clean: nothing left mounted, attached or running', async () => {
-    const address = ctx!.cd.address;
-    await ctx!.cd.stop();
-    await ctx!.ts.stop();
-    expect(leaks(ctx!.dir, address)).toEqual([]);
+    const address = ctx.cd.address;
+    await ctx.cd.stop();
+    await ctx.ts.stop();
+    expect(leaks(ctx.dir, address)).toEqual([]);
   });
 });
 
 describe.runIf(why === undefined).sequential(`CRI (C) without unpack_config for tsblock, containerd${label}`, () => {
-  let ctx: Ctx | undefined;
+  const ctx = {} as Ctx;
   beforeAll(async () => {
-    ctx = await setup(tools as ContainerdTools, 'C');
+    await setup(tools as ContainerdTools, 'C', ctx);
   });
   afterAll(() => teardown(ctx));
 
   it('a CRI pull into tsblock fails with "no unpack platforms defined" (why the deploy file lists tsblock)', async () => {
-    await expect(ctx!.crictl(['pull', ctx!.ref])).rejects.toThrow(/no unpack platforms defined/);
-    expect(await ctx!.ts.keys()).toEqual([]);
+    await expect(ctx.crictl(['pull', ctx.ref])).rejects.toThrow(/no unpack platforms defined/);
+    expect(await ctx.ts.keys()).toEqual([]);
   });
 });
 
 describe.runIf(why === undefined).sequential(`CRI (B) tsblock as one runtime handler's snapshotter, overlayfs by default, containerd${label}`, () => {
-  let ctx: Ctx | undefined;
+  const ctx = {} as Ctx;
   let t0 = 0;
   const pod = { def: '', ts: '' };
   const ctr = { def: '', ts: '' };
   const HANDLER = 'runc-tsblock';
   beforeAll(async () => {
     t0 = Date.now();
-    ctx = await setup(tools as ContainerdTools, 'B');
+    await setup(tools as ContainerdTools, 'B', ctx);
   });
   afterAll(async () => {
     await teardown(ctx);
@@ -342,90 +343,90 @@ describe.runIf(why === undefined).sequential(`CRI (B) tsblock as one runtime han
   });
 
   it('containerd loads tsblock and the runc-tsblock handler', async () => {
-    expect(await ctx!.cd.ctr(['plugins', 'ls'])).toMatch(/io\.containerd\.snapshotter\.v1\s+tsblock\s+\S+\s+ok/);
-    const info = JSON.parse(await ctx!.crictl(['info'])) as { config: { containerd: { runtimes: Record<string, { snapshotter?: string }> } } };
+    expect(await ctx.cd.ctr(['plugins', 'ls'])).toMatch(/io\.containerd\.snapshotter\.v1\s+tsblock\s+\S+\s+ok/);
+    const info = JSON.parse(await ctx.crictl(['info'])) as { config: { containerd: { runtimes: Record<string, { snapshotter?: string }> } } };
     expect(info.config.containerd.runtimes[HANDLER]?.snapshotter).toBe('tsblock');
   });
 
   it('pulls the image for the default handler into overlayfs only', async () => {
-    await ctx!.crictl(['pull', ctx!.ref]);
-    expect(await ctx!.cd.ctr(['-n', 'k8s.io', 'snapshots', '--snapshotter', 'overlayfs', 'ls'])).toContain(ctx!.img.chainId);
-    expect(await ctx!.ts.keys()).toEqual([]);
+    await ctx.crictl(['pull', ctx.ref]);
+    expect(await ctx.cd.ctr(['-n', 'k8s.io', 'snapshots', '--snapshotter', 'overlayfs', 'ls'])).toContain(ctx.img.chainId);
+    expect(await ctx.ts.keys()).toEqual([]);
   });
 
   it('pulls the same image for the runc-tsblock handler into tsblock (layers were kept: discard_unpacked_layers = false)', async () => {
-    const podFile = podConfig(ctx!, 'cri-b-ts', { 'io.containerd.cri.runtime-handler': HANDLER });
-    await ctx!.crictl(['pull', '--pod-config', podFile, ctx!.ref]);
-    expect(await ctx!.cd.ctr(['-n', 'k8s.io', 'snapshots', '--snapshotter', 'tsblock', 'ls'])).toContain(ctx!.img.chainId);
+    const podFile = podConfig(ctx, 'cri-b-ts', { 'io.containerd.cri.runtime-handler': HANDLER });
+    await ctx.crictl(['pull', '--pod-config', podFile, ctx.ref]);
+    expect(await ctx.cd.ctr(['-n', 'k8s.io', 'snapshots', '--snapshotter', 'tsblock', 'ls'])).toContain(ctx.img.chainId);
   });
 
   it('runs a pod sandbox on each handler (host network)', async () => {
-    pod.def = (await ctx!.crictl(['runp', podConfig(ctx!, 'cri-b-def')])).trim();
-    pod.ts = (await ctx!.crictl(['runp', '--runtime', HANDLER, podConfig(ctx!, 'cri-b-ts', { 'io.containerd.cri.runtime-handler': HANDLER })])).trim();
-    expect(await state(ctx!, 'inspectp', pod.def)).toBe('SANDBOX_READY');
-    expect(await state(ctx!, 'inspectp', pod.ts)).toBe('SANDBOX_READY');
+    pod.def = (await ctx.crictl(['runp', podConfig(ctx, 'cri-b-def')])).trim();
+    pod.ts = (await ctx.crictl(['runp', '--runtime', HANDLER, podConfig(ctx, 'cri-b-ts', { 'io.containerd.cri.runtime-handler': HANDLER })])).trim();
+    expect(await state(ctx, 'inspectp', pod.def)).toBe('SANDBOX_READY');
+    expect(await state(ctx, 'inspectp', pod.ts)).toBe('SANDBOX_READY');
   });
 
   it('creates and starts a container of the same image in each', async () => {
-    ctr.def = (await ctx!.crictl(['create', pod.def, containerConfig(ctx!, 'c-def', 'hello-from-default'), podConfig(ctx!, 'cri-b-def')])).trim();
+    ctr.def = (await ctx.crictl(['create', pod.def, containerConfig(ctx, 'c-def', 'hello-from-default'), podConfig(ctx, 'cri-b-def')])).trim();
     // the tsblock one runs docs/kubernetes.md's probe command
-    ctr.ts = (await ctx!.crictl(['create', pod.ts, containerConfig(ctx!, 'c-ts', '', docsProbeCommand()), podConfig(ctx!, 'cri-b-ts', { 'io.containerd.cri.runtime-handler': HANDLER })])).trim();
-    await ctx!.crictl(['start', ctr.def]);
-    await ctx!.crictl(['start', ctr.ts]);
-    expect(await state(ctx!, 'inspect', ctr.def)).toBe('CONTAINER_RUNNING');
-    expect(await state(ctx!, 'inspect', ctr.ts)).toBe('CONTAINER_RUNNING');
+    ctr.ts = (await ctx.crictl(['create', pod.ts, containerConfig(ctx, 'c-ts', '', docsProbeCommand()), podConfig(ctx, 'cri-b-ts', { 'io.containerd.cri.runtime-handler': HANDLER })])).trim();
+    await ctx.crictl(['start', ctr.def]);
+    await ctx.crictl(['start', ctr.ts]);
+    expect(await state(ctx, 'inspect', ctr.def)).toBe('CONTAINER_RUNNING');
+    expect(await state(ctx, 'inspect', ctr.ts)).toBe('CONTAINER_RUNNING');
   });
 
   it("exec: the runc-tsblock container's root is ext4 on a tsblock loop device, the default one's is overlay", async () => {
-    const [src, type] = await rootOf(ctx!, ctr.ts);
+    const [src, type] = await rootOf(ctx, ctr.ts);
     expect(type).toBe('ext4');
     expect(src).toMatch(/^\/dev\/loop\d+$/);
-    expect(backingFile(src).startsWith(`${ctx!.ts.root}/`)).toBe(true);
-    const [, dtype] = await rootOf(ctx!, ctr.def);
+    expect(backingFile(src).startsWith(`${ctx.ts.root}/`)).toBe(true);
+    const [, dtype] = await rootOf(ctx, ctr.def);
     expect(dtype).toBe('overlay');
-    for (const c of [ctr.def, ctr.ts]) expect((await ctx!.crictl(['exec', '-s', c, 'cat', '/etc/hello'])).trimEnd()).toBe('hello from the image layer');
+    for (const c of [ctr.def, ctr.ts]) expect((await ctx.crictl(['exec', '-s', c, 'cat', '/etc/hello'])).trimEnd()).toBe('hello from the image layer');
   });
 
   it('logs', async () => {
     // what docs/kubernetes.md says the probe shows with a runc handler on tsblock
-    expect(await ctx!.crictl(['logs', ctr.ts])).toMatch(/^\/dev\/loop\d+ \/ ext4 /);
-    expect(await ctx!.crictl(['logs', ctr.def])).toMatch(/hello-from-default\noverlay \/ overlay /);
+    expect(await ctx.crictl(['logs', ctr.ts])).toMatch(/^\/dev\/loop\d+ \/ ext4 /);
+    expect(await ctx.crictl(['logs', ctr.def])).toMatch(/hello-from-default\noverlay \/ overlay /);
   });
 
   it('stops the containers', async () => {
-    for (const c of [ctr.def, ctr.ts]) await ctx!.crictl(['stop', '-t', '2', c]);
-    expect(await state(ctx!, 'inspect', ctr.ts)).toBe('CONTAINER_EXITED');
-    expect(await state(ctx!, 'inspect', ctr.def)).toBe('CONTAINER_EXITED');
+    for (const c of [ctr.def, ctr.ts]) await ctx.crictl(['stop', '-t', '2', c]);
+    expect(await state(ctx, 'inspect', ctr.ts)).toBe('CONTAINER_EXITED');
+    expect(await state(ctx, 'inspect', ctr.def)).toBe('CONTAINER_EXITED');
   });
 
   it('removes the containers and the pods', async () => {
-    for (const c of [ctr.def, ctr.ts]) await ctx!.crictl(['rm', c]);
+    for (const c of [ctr.def, ctr.ts]) await ctx.crictl(['rm', c]);
     for (const p of [pod.def, pod.ts]) {
-      await ctx!.crictl(['stopp', p]);
-      await ctx!.crictl(['rmp', p]);
+      await ctx.crictl(['stopp', p]);
+      await ctx.crictl(['rmp', p]);
     }
-    expect((await ctx!.crictl(['pods', '-q'])).trim()).toBe('');
+    expect((await ctx.crictl(['pods', '-q'])).trim()).toBe('');
   });
 
   it('removes the images, and containerd GC removes every snapshot from tsblock (and overlayfs)', async () => {
-    await ctx!.crictl(['rmi', ctx!.ref, ctx!.pause]);
-    expect(await waitNoSnapshots(ctx!.ts)).toEqual([]);
-    expect((await ctx!.cd.ctr(['-n', 'k8s.io', 'snapshots', '--snapshotter', 'overlayfs', 'ls'])).trim().split('\n').slice(1)).toEqual([]);
+    await ctx.crictl(['rmi', ctx.ref, ctx.pause]);
+    expect(await waitNoSnapshots(ctx.ts)).toEqual([]);
+    expect((await ctx.cd.ctr(['-n', 'k8s.io', 'snapshots', '--snapshotter', 'overlayfs', 'ls'])).trim().split('\n').slice(1)).toEqual([]);
   });
 
   it("containerd's log has no error lines about tsblock", () => {
-    expect(tsblockErrors(ctx!.cd)).toEqual([]);
+    expect(tsblockErrors(ctx.cd)).toEqual([]);
   });
 
   it('containerd logged that the runtime-handler annotation is deprecated (docs/containerd.md says so)', () => {
-    expect(fs.readFileSync(ctx!.cd.log, 'utf8')).toMatch(/Using deprecated annotation .*io\.containerd\.cri\.runtime-handler/);
+    expect(fs.readFileSync(ctx.cd.log, 'utf8')).toMatch(/Using deprecated annotation .*io\.containerd\.cri\.runtime-handler/);
   });
 
   it('stops clean: nothing left mounted, attached or running', async () => {
-    const address = ctx!.cd.address;
-    await ctx!.cd.stop();
-    await ctx!.ts.stop();
-    expect(leaks(ctx!.dir, address)).toEqual([]);
+    const address = ctx.cd.address;
+    await ctx.cd.stop();
+    await ctx.ts.stop();
+    expect(leaks(ctx.dir, address)).toEqual([]);
   });
 });
 

@@ -79,9 +79,11 @@ interface Env {
   port: number;
 }
 
-async function setup(tools: ContainerdTools, tag: string, docConfig: string, v2: boolean): Promise<Env> {
+/** setup fills env step by step, so that teardown(env) releases whatever a failed setup started */
+async function setup(env: Env, tools: ContainerdTools, tag: string, docConfig: string, v2: boolean): Promise<Env> {
   const dir = fs.mkdtempSync(path.join('/var/tmp', `tsblock-docs-${tag}-`));
-  const env = { dir, tools } as Env;
+  env.dir = dir;
+  env.tools = tools;
   fs.mkdirSync(path.join(dir, 'registry'));
   env.reg = await startRegistry(path.join(dir, 'registry'));
   await env.reg.push(await helloImage({ ref: IMAGE }));
@@ -177,15 +179,15 @@ function block(name: string, tools: ContainerdTools | string, configName: string
       });
       return;
     }
-    let env: Env | undefined;
+    const env = {} as Env;
     beforeAll(async () => {
-      env = await setup(tools as ContainerdTools, name, snippet(DOC, configName), v2);
+      await setup(env, tools as ContainerdTools, name, snippet(DOC, configName), v2);
     });
     afterAll(() => teardown(env));
     for (const s of parseSteps(snippet(DOC, name))) {
-      it(`$ ${s.cmd}`, () => runStep(env!, s));
+      it(`$ ${s.cmd}`, () => runStep(env, s));
     }
-    if (extra) it('leaves tsblock empty once the images are gone, and nothing mounted', () => extra(env!));
+    if (extra) it('leaves tsblock empty once the images are gone, and nothing mounted', () => extra(env));
   });
 }
 
