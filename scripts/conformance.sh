@@ -22,7 +22,7 @@
 # -j N          cases run at the same time (default 2).
 #
 # Prints a line per case as it finishes (PASS/FAIL/SKIP, name, seconds), a table,
-# writes OUT/results.json (OUT default .tmp/conformance/SUITE-BACKEND), and ends
+# writes OUT/results.json (OUT default .tmp/conformance/SUITE-BACKEND-FSTYPE), and ends
 # with "N passed, M failed[, K skipped]". Exit 1 when anything failed (or nothing
 # ran), 2 on usage errors. Under CI (CI=true or TSBLOCK_REQUIRE_ALL=1) a skipped
 # case counts as failed.
