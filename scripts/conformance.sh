@@ -61,11 +61,18 @@ suite_flags() { case $1 in 2.3) echo -modfile=go.2.3.mod ;; *) echo ;; esac; }
 suite_bin() { case $1 in 2.4) echo ctrd2.4.test ;; 2.3) echo ctrd2.3.test ;; 1.7) echo ctrd1.7.test ;; esac; }
 
 elapsed() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f\n", b - a }'; }
-GO=$(command -v go || echo /usr/local/go/bin/go)
+# the Go test/versions.env pins (GO_TOOLCHAIN), through scripts/ensure-go.sh
+# (which fetches it when the machine's Go is older); else whatever go there is
+find_go() {
+  local d
+  if [ -x scripts/ensure-go.sh ] && d=$(scripts/ensure-go.sh 2>/dev/null) && [ -x "$d/go" ]; then echo "$d/go"; return; fi
+  command -v go || echo /usr/local/go/bin/go
+}
 build_suite() { # suite -> builds $CONF_BIN_DIR/<bin>
   local s=$1 mod flags bin t0
   mod=$(suite_mod "$s") || { echo "unknown suite $s (2.4, 2.3, 1.7)" >&2; return 2; }
   flags=$(suite_flags "$s"); bin=$CONF_BIN_DIR/$(suite_bin "$s")
+  GO=${GO:-$(find_go)}
   [ -x "$GO" ] || { echo "conformance.sh: go not found (install Go or pass --bin)" >&2; return 1; }
   mkdir -p "$CONF_BIN_DIR" || return 1
   t0=$(date +%s.%N)

@@ -83,6 +83,20 @@ describe('test/versions.env and test/go agree', () => {
     expect(parseGoMod(read('go/ctrd2/go.2.3.mod')).module).toBe(parseGoMod(read('go/ctrd2/go.mod')).module);
   });
 
+  it('no module needs a newer Go than GO_TOOLCHAIN (what scripts/ensure-go.sh provides)', () => {
+    expect(V.GO_TOOLCHAIN, 'GO_TOOLCHAIN').toMatch(/^go\d+\.\d+(\.\d+)?$/);
+    const num = (v: string) => v.split('.').map(Number);
+    const le = (a: number[], b: number[]) => {
+      for (let i = 0; i < Math.max(a.length, b.length); i++) if ((a[i] ?? 0) !== (b[i] ?? 0)) return (a[i] ?? 0) < (b[i] ?? 0);
+      return true;
+    };
+    for (const f of ['go/harness/go.mod', ...cases.map((c) => c.file)]) {
+      const m = /^go\s+(\S+)\s*$/m.exec(read(f));
+      expect(m, `${f} has a go directive`).not.toBeNull();
+      expect(le(num(m![1]!), num(V.GO_TOOLCHAIN!.slice(2))), `${f}: go ${m![1]} <= ${V.GO_TOOLCHAIN}`).toBe(true);
+    }
+  });
+
   it('the harness needs nothing but the standard library', () => {
     const mod = parseGoMod(read('go/harness/go.mod'));
     expect(mod.module).toBe('tsblock.dev/test/harness');
