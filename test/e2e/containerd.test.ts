@@ -83,8 +83,10 @@ function e2e(bins: ContainerdBins): void {
   const W = fs.mkdtempSync(path.join(TMPBASE, 'tsblock-e2e.'));
   const socket = path.join(W, 'tsblock.sock');
   const serveArgs = BACKEND === 'devmapper' ? ['--data-size', '2G', '--base-size', '256M'] : ['--base-size', '1G'];
-  const tsb = new ActivatedTsblock({ repo: REPO, root: path.join(W, 'tsblock-root'), socket, backend: BACKEND as 'blockfile', args: serveArgs, log: path.join(W, 'tsblock.log') });
   const cd = new PrivateContainerd(W, bins);
+  // As tsblock's Diff service, it reads layer blobs from this containerd's content store.
+  if (v2) serveArgs.push('--content-dir', path.join(cd.root, 'io.containerd.content.v1.content'));
+  const tsb = new ActivatedTsblock({ repo: REPO, root: path.join(W, 'tsblock-root'), socket, backend: BACKEND as 'blockfile', args: serveArgs, log: path.join(W, 'tsblock.log') });
   const dmBefore = dmDevices();
   const times: [string, number][] = [];
   const time = (what: string, ms: number) => times.push([what, ms]);
@@ -173,12 +175,6 @@ function e2e(bins: ContainerdBins): void {
         }),
       );
       time('containerd start', await cd.start());
-      if (v2) {
-        // The Diff service reads layer blobs by digest from disk: point its own
-        // blob dir (<root>/content) at this containerd's content store, which
-        // `serve` has no option for (it reads /var/lib/containerd's).
-        fs.symlinkSync(path.join(cd.root, 'io.containerd.content.v1.content'), path.join(tsb.o.root, 'content'));
-      }
     }, STEP);
 
     it(`ctr plugins ls shows the tsblock snapshotter${v2 ? ' and the tsblock-diff differ' : ''} loaded (ok)`, async () => {
