@@ -306,6 +306,10 @@ describe.runIf(why === undefined).sequential(`CRI (A) tsblock as the CRI image s
     expect(tsblockErrors(ctx.cd)).toEqual([]);
   });
 
+  it("containerd's log has no error lines at all (the whole CRI flow ran clean)", () => {
+    expect(ctx.cd.errorLines()).toEqual([]);
+  });
+
   it('stops clean: nothing left mounted, attached or running', async () => {
     const address = ctx.cd.address;
     await ctx.cd.stop();
@@ -416,6 +420,10 @@ describe.runIf(why === undefined).sequential(`CRI (B) tsblock as one runtime han
 
   it("containerd's log has no error lines about tsblock", () => {
     expect(tsblockErrors(ctx.cd)).toEqual([]);
+  });
+
+  it("containerd's log has no error lines at all (the whole CRI flow ran clean)", () => {
+    expect(ctx.cd.errorLines()).toEqual([]);
   });
 
   it('containerd logged that the runtime-handler annotation is deprecated (docs/containerd.md says so)', () => {
