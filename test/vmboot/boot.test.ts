@@ -26,7 +26,7 @@
 //      with its content, fsck -n is clean, `tsblock ls` lists the snapshot.
 //      At the end the snapshot is removed through containerd (its image file
 //      goes away). TSBLOCK_VMBOOT_CUTS (default 10) cuts, seed
-//      TSBLOCK_VMBOOT_SEED; figures in .tmp/vmboot/powercut.json.
+//      TSBLOCK_VMBOOT_SEED; figures in .tmp/vmboot/powercut-<CUTS>.json.
 //
 // Needs root, qemu, a Debian kernel with modules, busybox-static,
 // containerd/ctr and docker-registry: skipped with the reason when missing,
@@ -353,7 +353,7 @@ describe.skipIf(missing !== undefined)(`VMs boot from tsblock snapshots${missing
       seconds: Math.round((Date.now() - t0) / 1000),
       cuts,
     };
-    fs.writeFileSync(path.join(OUT, 'powercut.json'), JSON.stringify(figures, null, 2) + '\n');
+    fs.writeFileSync(path.join(OUT, `powercut-${CUTS}.json`), JSON.stringify(figures, null, 2) + '\n');
     console.log(`power cuts: ${survived}/${CUTS} survived, ${figures.journal_replays} journal replays, ${durable.size} fsynced files, ${figures.file_checks} file checks, ${figures.seconds} s (seed ${SEED})`);
     expect(cuts.filter((c) => (c.problems as string[]).length > 0)).toEqual([]);
     expect(durable.size).toBeGreaterThan(0);
