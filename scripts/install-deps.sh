@@ -16,7 +16,7 @@ TEST=0
 pkgs=(e2fsprogs xfsprogs util-linux ca-certificates curl xz-utils python3 make g++)
 [ "$TEST" = 1 ] && pkgs+=(containerd runc busybox-static python3 qemu-system-x86 linux-image-amd64
   tiny-initramfs cpio kmod xz-utils dmsetup thin-provisioning-tools btrfs-progs zstd curl
-  docker-registry)
+  docker-registry systemd)
 
 missing=()
 for p in "${pkgs[@]}"; do

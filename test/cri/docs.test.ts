@@ -1,4 +1,4 @@
-// docs/containerd.md's command blocks, run as written against a private
+// docs/containerd.md's and the README's containerd command blocks, run as written against a private
 // containerd (1.x block: Debian's 1.6; 2.x blocks: TSBLOCK_CRI_CONTAINERD or
 // install-tools.sh's 2.4) configured with the docs' own config snippet, and a
 // `tsblock serve`. What differs from a real node is substituted, and only that:
@@ -22,7 +22,7 @@ import { mergeToml, snippet, withSocket } from './lib/snippets.js';
 import { freePort, leaks, releaseAll, startContainerd, startTsblock, type Containerd, type Tsblock } from './lib/stack.js';
 import { CLI, containerdAt, cri2, missing, printDir, requireAll, rootMissing, type ContainerdTools } from './lib/tools.js';
 
-const DOC = 'docs/containerd.md';
+const DEFAULT_DOC = 'docs/containerd.md';
 const IMAGE = 'docker.io/library/busybox:latest';
 
 interface Step {
@@ -164,7 +164,7 @@ async function runStep(env: Env, s: Step): Promise<void> {
   }
 }
 
-function block(name: string, tools: ContainerdTools | string, configName: string, v2: boolean, extra?: (env: Env) => Promise<void>): void {
+function block(name: string, tools: ContainerdTools | string, configName: string, v2: boolean, extra?: (env: Env) => Promise<void>, DOC = DEFAULT_DOC): void {
   const why = missing(rootMissing(), typeof tools === 'string' ? tools : undefined, registryMissing(), busyboxMissing());
   if (why && !requireAll) {
     describe.skip(`${DOC} ${name} (skipped: ${why})`, () => {
@@ -181,7 +181,9 @@ function block(name: string, tools: ContainerdTools | string, configName: string
     }
     const env = {} as Env;
     beforeAll(async () => {
-      await setup(env, tools as ContainerdTools, name, snippet(DOC, configName), v2);
+      // configName may name another file's snippet: "docs/containerd.md#2.x-config"
+      const [cfgDoc, cfgName] = configName.includes('#') ? configName.split('#') as [string, string] : [DOC, configName];
+      await setup(env, tools as ContainerdTools, name, snippet(cfgDoc, cfgName), v2);
     });
     afterAll(() => teardown(env));
     for (const s of parseSteps(snippet(DOC, name))) {
@@ -219,3 +221,7 @@ const t2 = cri2();
 block('1.x-commands', t16, '1.x-config', false, drained);
 block('2.x-commands', t2, '2.x-config', true, drained);
 block('2.x-without-unpack-config', t2, '1.x-config', true, drained);
+// The README's containerd section: the proxy table on containerd 1.6, and the
+// same commands on 2.x with the unpack_config docs/containerd.md adds there.
+block('readme-commands', t16, 'readme-config', false, drained, 'README.md');
+block('readme-commands', t2, 'docs/containerd.md#2.x-config', true, drained, 'README.md');
