@@ -185,7 +185,11 @@ report_case() { # name: parse its log, print the line, record
   if [ "$res" = SKIP ]; then
     reason=$(grep -A1 -E "^ *--- SKIP: TestSnapshotter/$c " "$d/test.log" | tail -1 | sed -E 's/^ *//')
   elif [ "$res" = FAIL ] && [ -z "$reason" ]; then
-    reason=$(grep -E '^ +[A-Za-z0-9_]+\.go:[0-9]+: ' "$d/test.log" | grep -v 'log_hook.go' | sed -E 's/^ +//' | head -3 | tr '\n' ' ' | cut -c1-400)
+    # the first three t.Error/t.Fatal messages, with their continuation lines
+    reason=$(awk '
+      /^ +[A-Za-z0-9_]+\.go:[0-9]+: / { if ($1 == "log_hook.go:47:" || n >= 3) { on = 0; next } on = 1; n++; sub(/^ +/, ""); printf "%s ", $0; next }
+      on && /^        / && !/^ *--- / { sub(/^ +/, ""); printf "%s ", $0; next }
+      { on = 0 }' "$d/test.log" | cut -c1-500)
   fi
   local counted=$res
   if [ "$res" = SKIP ] && [ "$REQUIRE_ALL" = 1 ]; then counted=FAIL; reason="skipped under CI: $reason"; fi
