@@ -17,6 +17,7 @@ import type { BackendSettings } from '../backends/registry.js';
 import { loadSnapshotsService, snapshotsHandlers } from '../server/service.js';
 import { diffHandlers, loadDiffService } from '../server/diff-service.js';
 import { ensureSocketFree, listenUnix, shutdownServer } from '../server/listen.js';
+import { Inflight } from '../server/inflight.js';
 import { errorMessage } from '../errdefs.js';
 import { instrumentHandlers } from '../metrics/instrument.js';
 import type { MetricsTarget, TsblockMetrics } from '../metrics/metrics.js';
@@ -68,11 +69,14 @@ export async function startDaemon(opts: ServeOptions, log: Logger, extras: Daemo
     'grpc.enable_channelz': 0,
   });
   const handlers = snapshotsHandlers(opened.snapshotter, (rec) => ilog.warn(rec, 'rpc failed'));
-  server.addService(loadSnapshotsService(), instrumentHandlers(handlers, name, extras.metrics, ilog));
+  const inflight = new Inflight();
+  server.addService(loadSnapshotsService(), inflight.track(instrumentHandlers(handlers, name, extras.metrics, ilog)));
   // containerd.services.diff.v1.Diff for containerd ≥ 2 proxy differs (docs/applier.md).
   server.addService(
     loadDiffService(),
-    instrumentHandlers(diffHandlers({ blobDir: join(opts.root, 'content'), contentDirs: opts.contentDirs, mountParent: temp.dir }, (rec) => ilog.warn(rec, 'diff rpc failed')), name, extras.metrics, ilog),
+    inflight.track(
+      instrumentHandlers(diffHandlers({ blobDir: join(opts.root, 'content'), contentDirs: opts.contentDirs, mountParent: temp.dir }, (rec) => ilog.warn(rec, 'diff rpc failed')), name, extras.metrics, ilog),
+    ),
   );
   let acceptor: NetServer | undefined;
   try {
@@ -107,7 +111,7 @@ export async function startDaemon(opts: ServeOptions, log: Logger, extras: Daemo
       // so awaiting it hung the shutdown until SIGKILL. shutdownServer ends
       // the gRPC sessions, and with them those connections.
       acceptor?.close();
-      await shutdownServer(server, 10_000);
+      await shutdownServer(server, 10_000, inflight);
       extras.metrics?.removeTarget(target);
       try {
         await opened.close();

@@ -7,6 +7,7 @@ import { chmod, chown, lstat, mkdir, mkdtemp, rename, rmdir, unlink } from 'node
 import { connect } from 'node:net';
 import { dirname, join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
+import type { Inflight } from './inflight.js';
 import { FailedPreconditionError, UnavailableError } from '../errdefs.js';
 
 /** ListenOptions shape the socket file: mode (default 0660) and an optional owning gid. */
@@ -101,16 +102,25 @@ function answers(socketPath: string): Promise<boolean> {
   });
 }
 
-/** shutdownServer lets in-flight RPCs finish, then cuts the rest after timeoutMs. */
-export function shutdownServer(server: grpc.Server, timeoutMs: number): Promise<void> {
+/**
+ * shutdownServer lets in-flight RPCs finish, then cuts the rest after
+ * timeoutMs. With an Inflight tracker it stops waiting as soon as no call is
+ * running: what is left then are idle connections (containerd keeps one
+ * open), and closing them loses nothing.
+ */
+export function shutdownServer(server: grpc.Server, timeoutMs: number, inflight?: Inflight): Promise<void> {
   return new Promise((resolve) => {
-    const timer = setTimeout(() => {
-      server.forceShutdown();
-      resolve();
-    }, timeoutMs);
-    server.tryShutdown(() => {
+    let done = false;
+    const finish = (force: boolean): void => {
+      if (done) return;
+      done = true;
       clearTimeout(timer);
+      if (force) server.forceShutdown();
       resolve();
-    });
+    };
+    const timer = setTimeout(() => finish(true), timeoutMs);
+    server.tryShutdown(() => finish(false));
+    // the grace lets the last answers' frames leave before sessions are cut
+    inflight?.idle().then(() => setTimeout(() => finish(true), 100));
   });
 }
