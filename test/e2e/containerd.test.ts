@@ -274,15 +274,23 @@ function e2e(bins: ContainerdBins): void {
       const t0 = Date.now();
       expect(await tsb.stop(), 'tsblock exits 0 on SIGTERM').toBe(true);
       await tsb.start();
-      time('tsblock restart (stop + start)', Date.now() - t0);
-      // The first call after the restart: containerd's channel to the proxy
-      // went idle when the old daemon closed it, and its reconnect lands on
-      // the socket the test kept listening. (A call that reaches containerd's
-      // proxy client while tsblock is down only waits ~1 s for the handshake:
-      // its grpc.ConnectParams set no MinConnectTimeout, so a connect attempt's
-      // deadline is the backoff delay, 1 s at first; a failed attempt then
-      // fails every call fast until the backoff (1 s, 1.6 s, … 3 s) expires,
-      // even once tsblock is back. No call is made during this downtime.)
+      const gap = Date.now() - t0;
+      time('tsblock restart (stop + start)', gap);
+      // The first call after the restart lands on the socket the test kept
+      // listening. containerd's proxy client reconnects by itself when the old
+      // daemon goes away, but its grpc.ConnectParams set no MinConnectTimeout:
+      // a connect attempt gets only the backoff delay (1 s at first) for the
+      // handshake, and after a failed attempt every call fails fast until the
+      // backoff (1 s, 1.6 s, 2.56 s, then 3 s, each ±20% jitter) runs out, even once
+      // tsblock is back. A restart faster than 1 s (the host: 0.4-1.0 s) never
+      // sees that; a slower one (Node under the VM's software emulation) must
+      // let containerd's reconnect run its course first, so the test waits out
+      // the longest backoff, once, without calling. Users meet the same limit
+      // (docs/reliability.md); no call below is retried.
+      if (gap > 900) {
+        console.log(`tsblock restart took ${gap} ms (> containerd's 1 s handshake window): waiting 4.5 s for containerd's reconnect backoff`);
+        await new Promise((r) => setTimeout(r, 4_500));
+      }
       const r = await ctr(['snapshots', '--snapshotter', SN, 'info', hello.chainId]);
       expect(r.stdout).toMatch(/"Kind": "Committed"/);
       expect(alive(pid), 'the container survives the tsblock restart').toBe(true);
