@@ -62,10 +62,10 @@ fi
 # The minimum number of passed cases of each run: a runner that silently ran
 # fewer is a failure. Raise these when tests are added.
 declare -A MIN=(
-  [unit]=220 [integration]=125
+  [unit]=240 [integration]=130
   [conformance]=21
   [e2e-containerd-1.6]=18 [e2e-containerd-2.3]=20 [e2e-containerd-2.4]=20 [cri-containerd-2.4]=81 [cri-containerd-2.3]=54 [quickstart]=11 [vmboot]=5
-  [vm]=90 [vm-conformance]=21 [vm-e2e]=18
+  [vm]=96 [vm-conformance]=21 [vm-e2e]=18
 )
 
 mkdir -p "$OUT"
@@ -161,7 +161,7 @@ min_only() {
   local name=$1 key=$2 log=$3 p f s found note=""
   if [ ! -f "$log" ]; then record "$name" 0 1 0 0 "no result file $log"; return; fi
   if [[ $log == *.json ]]; then
-    read -r p f s < <(node -e 'const r=require(process.argv[1]);console.log(r.numPassedTests,r.numFailedTests,r.numPendingTests+r.numTodoTests)' "$log"); found=ok
+    read -r p f s < <(node -e 'const r=require(require("path").resolve(process.argv[1]));console.log(r.numPassedTests,r.numFailedTests,r.numPendingTests+r.numTodoTests)' "$log") && found=ok
   else read -r p f s found < <(counts "$log"); fi
   [ "$found" = ok ] || { record "$name" 0 1 0 0 "no result line in $log"; return; }
   [ "$p" -ge "${MIN[$key]}" ] || note="only $p passed, expected >= ${MIN[$key]}"
@@ -248,8 +248,8 @@ if want vm; then
   judge "vm (devmapper: vitest, conformance, e2e)" vm "${PIPESTATUS[0]}" "$OUT/vm.log" $((SECONDS - t))
   # The guest's conformance and e2e runs are in the vm line's counts; each must
   # still have run whole.
-  for suite in $VM_CONFORMANCE; do min_only "  vm conformance $suite devmapper" vm-conformance ".tmp/vm/conformance-$suite.log"; done
-  min_only "  vm e2e containerd-1.6 devmapper" vm-e2e .tmp/vm/e2e.json
+  for suite in $VM_CONFORMANCE; do min_only "  vm conformance $suite devmapper" vm-conformance "$REPO/.tmp/vm/conformance-$suite.log"; done
+  min_only "  vm e2e containerd-1.6 devmapper" vm-e2e "$REPO/.tmp/vm/e2e.json"
 fi
 
 echo
