@@ -176,14 +176,22 @@ if want unit; then vitest_run "vitest unit" unit "$OUT/unit.json" -- test/unit; 
 if want integration; then vitest_run "vitest integration" integration "$OUT/integration.json" -- test/integration; fi
 
 # XFS (reflink=1) scratch for the runs that need one, released on exit.
-XFS_IMG=/var/tmp/tsblock-test-xfs.img XFS_DIR=/var/tmp/tsblock-test-xfs
+# Each run has its own (two runs at once must not share, or unmount, one).
+XFS_BASE="" XFS_IMG="" XFS_DIR=""
 xfs_up() {
-  mountpoint -q "$XFS_DIR" && return 0
-  rm -f "$XFS_IMG"; mkdir -p "$XFS_DIR"
+  [ -n "$XFS_DIR" ] && mountpoint -q "$XFS_DIR" && return 0
+  [ -z "$XFS_BASE" ] || rm -rf "$XFS_BASE"   # an earlier attempt that did not mount
+  XFS_BASE=$(mktemp -d /var/tmp/tsblock-test-xfs.XXXXXX) || return 1
+  XFS_IMG=$XFS_BASE/xfs.img XFS_DIR=$XFS_BASE/mnt
+  mkdir -p "$XFS_DIR"
   truncate -s 16G "$XFS_IMG" && mkfs.xfs -q -f -m reflink=1 "$XFS_IMG" && mount -o loop "$XFS_IMG" "$XFS_DIR" \
     && [ "$(stat -f -c %T "$XFS_DIR")" = xfs ]
 }
-xfs_down() { mountpoint -q "$XFS_DIR" && umount -d "$XFS_DIR"; rm -rf "$XFS_DIR" "$XFS_IMG"; }
+xfs_down() {
+  [ -n "$XFS_BASE" ] || return 0
+  if mountpoint -q "$XFS_DIR"; then umount -d "$XFS_DIR" || { echo "xfs scratch $XFS_DIR still busy; left in place"; return 0; }; fi
+  rm -rf "$XFS_BASE"; XFS_BASE="" XFS_DIR="" XFS_IMG=""
+}
 trap xfs_down EXIT
 
 if want conformance; then
@@ -194,7 +202,7 @@ if want conformance; then
       log_run "conformance $suite blockfile/xfs" conformance "$OUT/conformance-$suite-xfs.log" -- \
         scripts/conformance.sh --suite "$suite" --backend blockfile --tmpdir "$XFS_DIR"
     else
-      record "conformance $suite blockfile/xfs" 0 1 0 0 "could not make a loop-mounted XFS (reflink=1) at $XFS_DIR"
+      record "conformance $suite blockfile/xfs" 0 1 0 0 "could not make a loop-mounted XFS (reflink=1) under /var/tmp"
     fi
   done
   xfs_down
