@@ -224,7 +224,16 @@ function e2e(bins: ContainerdBins): void {
     }, STEP);
 
     it("ctr run --rm removed the container's snapshot from tsblock", async () => {
-      const list = await snaps();
+      // containerd drops it from its metadata at once; the backend snapshot
+      // goes in containerd's next garbage collection, which --rm schedules
+      // but does not wait for (seen to take > 380 ms on a loaded 2.3).
+      const t0 = Date.now();
+      let list = await snaps();
+      while (Date.now() - t0 < 15_000 && list.some((s) => s.kind === 'active' || named([s], 'e2e-hello'))) {
+        await new Promise((r) => setTimeout(r, 200));
+        list = await snaps();
+      }
+      time("--rm's snapshot gone from tsblock", Date.now() - t0);
       expect(list.filter((s) => s.kind === 'active').map((s) => s.key)).toEqual([]);
       expect(named(list, 'e2e-hello')).toBeUndefined();
       await expect(ctr(['snapshots', '--snapshotter', SN, 'info', 'e2e-hello'])).rejects.toThrow(/not found/);
