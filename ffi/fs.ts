@@ -11,6 +11,11 @@ export const BLKGETSIZE64 = 0x80081272;
 /** BLKDISCARD is _IO(0x12, 119): discard a byte range {u64 start, u64 len}. */
 export const BLKDISCARD = 0x1277;
 
+/** FITRIM is _IOWR('X', 121, struct fstrim_range {u64 start, len, minlen}): discard a filesystem's free space. */
+export const FITRIM = 0xc0185879;
+/** FSTRIM_RANGE_SIZE is sizeof(struct fstrim_range). */
+export const FSTRIM_RANGE_SIZE = 24;
+
 /** S_IFBLK is the block-device file type bit of st_mode. */
 export const S_IFBLK = 0o060000;
 

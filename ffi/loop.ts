@@ -11,6 +11,7 @@ export const LOOP_CLR_FD = 0x4c01;
 export const LOOP_SET_STATUS64 = 0x4c04;
 export const LOOP_GET_STATUS64 = 0x4c05;
 export const LOOP_CONFIGURE = 0x4c0a;
+export const LOOP_SET_CAPACITY = 0x4c07;
 export const LOOP_CTL_GET_FREE = 0x4c82;
 
 /** LO_FLAGS_* bits of loop_info64.lo_flags. */

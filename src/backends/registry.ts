@@ -1,10 +1,12 @@
 // registry maps a backend name to its factory, so the daemon, the CLI and the
 // tests build backends the same way from one config shape.
 
-import { join } from 'node:path';
 import type { Backend } from './backend.js';
 import { BlockfileBackend, DEFAULT_BASE_SIZE } from './blockfile/blockfile.js';
 import { InvalidArgumentError } from '../errdefs.js';
+import { XfsFileStore } from './blockfile/store.js';
+import { blockfileLayout, type StoreMode } from './blockfile/layout.js';
+export { STORE_MODES, type StoreMode } from './blockfile/layout.js';
 import type { CoreLogger } from '../core/snapshotter.js';
 import type { MetaStore } from '../storage/metastore.js';
 import type { Migration } from '../storage/schema.js';
@@ -29,6 +31,13 @@ export interface BackendSettings {
   dataSize?: number;
   metadataSize?: number;
   discardOnRemove?: boolean;
+  /**
+   * store (blockfile): where images live. "auto" (default): directly under
+   * the root when its filesystem can reflink, else in an XFS store in a file
+   * under the root (a root that already has images directly keeps them);
+   * "direct" / "xfs-file" force one.
+   */
+  store?: StoreMode;
   /** minFree is the space reserve (core/space.ts); unset = DEFAULT_MIN_FREE. */
   minFree?: MinFree;
 }
@@ -46,13 +55,17 @@ export function isBackendName(s: string): s is BackendName {
 
 const blockfile: BackendModule = {
   migrations: [],
-  create: (s, _store, log) =>
-    new BlockfileBackend({
-      dir: join(s.root, 'blockfile'),
+  create: (s, _store, log) => {
+    const layout = blockfileLayout(s.root, s.store ?? 'auto');
+    if (layout.note) log('warn', layout.note, { root: s.root });
+    return new BlockfileBackend({
+      dir: layout.dir,
       baseSize: s.baseSize ?? DEFAULT_BASE_SIZE,
       mountOptions: s.mountOptions,
+      store: layout.store ? new XfsFileStore({ root: s.root, log }) : undefined,
       log,
-    }),
+    });
+  },
 };
 
 /** loadBackendModule returns the module for a backend name (devmapper is loaded lazily). */

@@ -46,6 +46,7 @@ export const CONFIG_OPTIONS = {
   'socket-group': { type: 'string' },
   'min-free': { type: 'string' },
   'content-dir': { type: 'string', multiple: true },
+  store: { type: 'string' },
   'log-level': { type: 'string' },
   'metrics-address': { type: 'string' },
   json: { type: 'boolean', default: false },

@@ -18,6 +18,7 @@ export interface RawInstance {
   discard?: unknown;
   min_free?: unknown;
   content_dirs?: unknown;
+  store?: unknown;
 }
 
 /** RawLayer is one source's contribution; `instance` settings go to the selected snapshotter. */
@@ -36,7 +37,7 @@ export interface RawLayer {
 
 /** INSTANCE_KEYS are the keys a [snapshotters.NAME] table may hold. */
 export const INSTANCE_KEYS = [
-  'backend', 'root', 'socket', 'socket_group', 'base_size', 'mount_options', 'pool', 'data_size', 'metadata_size', 'discard', 'min_free', 'content_dirs',
+  'backend', 'root', 'socket', 'socket_group', 'base_size', 'mount_options', 'pool', 'data_size', 'metadata_size', 'discard', 'min_free', 'content_dirs', 'store',
 ] as const;
 
 /** fromFile maps a parsed TOML document onto a RawLayer, noting unknown keys. */
@@ -84,6 +85,7 @@ export interface FlagValues {
   'socket-group'?: string;
   'min-free'?: string;
   'content-dir'?: string[];
+  store?: string;
   'log-level'?: string;
   'metrics-address'?: string;
 }
@@ -103,6 +105,7 @@ export function fromFlags(f: FlagValues): RawLayer {
   if (f['socket-group'] !== undefined) instance.socket_group = f['socket-group'];
   if (f['min-free'] !== undefined) instance.min_free = f['min-free'];
   if (f['content-dir'] !== undefined) instance.content_dirs = f['content-dir'];
+  if (f.store !== undefined) instance.store = f.store;
   return {
     log_level: f['log-level'],
     metrics_address: f['metrics-address'],
@@ -129,6 +132,7 @@ export const ENV_VARS: Record<string, string> = {
   TSBLOCK_SOCKET_GROUP: 'socket_group',
   TSBLOCK_MIN_FREE: 'min_free',
   TSBLOCK_CONTENT_DIRS: 'content_dirs (colon-separated)',
+  TSBLOCK_STORE: 'store',
 };
 
 /** fromEnv maps TSBLOCK_* variables onto a RawLayer (the top layer). */
@@ -153,6 +157,7 @@ export function fromEnv(env: NodeJS.ProcessEnv): RawLayer {
   set('TSBLOCK_DISCARD', 'discard', (s) => (/^(1|true|yes|on)$/i.test(s) ? true : /^(0|false|no|off)$/i.test(s) ? false : s));
   set('TSBLOCK_SOCKET_GROUP', 'socket_group');
   set('TSBLOCK_MIN_FREE', 'min_free');
+  set('TSBLOCK_STORE', 'store');
   set('TSBLOCK_CONTENT_DIRS', 'content_dirs', (s) => s.split(':').map((x) => x.trim()).filter(Boolean));
   // An empty TSBLOCK_METRICS_ADDRESS is meaningful: it turns metrics off.
   const metrics = env.TSBLOCK_METRICS_ADDRESS;

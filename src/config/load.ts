@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import { isAbsolute, relative } from 'node:path';
 import { parse as parseToml } from 'smol-toml';
 import { InvalidArgumentError, errorMessage } from '../errdefs.js';
-import { BACKENDS, isBackendName, type BackendName } from '../backends/registry.js';
+import { BACKENDS, STORE_MODES, isBackendName, type BackendName, type StoreMode } from '../backends/registry.js';
 import { parseSize } from '../daemon/size.js';
 import type { LogLevel } from '../daemon/log.js';
 import { fromEnv, fromFile, fromFlags, type FlagValues, type RawInstance, type RawLayer } from './layers.js';
@@ -206,7 +206,14 @@ function resolveInstance(name: string, raw: RawInstance, problems: string[]): In
       problems.push(`${where}.content_dirs must be a list of absolute paths (containerd content stores), got ${JSON.stringify(raw.content_dirs)}`);
     } else contentDirs = raw.content_dirs as string[];
   }
-  return { name, backend: backend as BackendName, root, socket, socketGroup, baseSize, mountOptions, pool, dataSize, metadataSize, discard, minFree, contentDirs };
+  let store: StoreMode | undefined;
+  if (raw.store !== undefined) {
+    if (backend !== 'blockfile') problems.push(`${where}.store only applies to the blockfile backend`);
+    else if (typeof raw.store !== 'string' || !(STORE_MODES as readonly string[]).includes(raw.store)) {
+      problems.push(`${where}.store must be one of ${STORE_MODES.join(', ')}, got ${JSON.stringify(raw.store)}`);
+    } else store = raw.store as StoreMode;
+  }
+  return { name, backend: backend as BackendName, root, socket, socketGroup, baseSize, mountOptions, pool, dataSize, metadataSize, discard, minFree, contentDirs, store };
 }
 
 function checkDistinct(list: InstanceConfig[], problems: string[]): void {

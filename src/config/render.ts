@@ -29,6 +29,7 @@ base_size = "10G"                 # virtual size of each snapshot's filesystem
 mount_options = []                # appended to every mount, e.g. ["discard"]
 # min_free = "1%"                 # refuse new snapshots below this much free space ("10G", "5%", "0" = off)
 # socket_group = 0                # gid owning the socket (mode 0660)
+# store = "auto"                 # blockfile: auto | direct | xfs-file (auto: an XFS store in a file when the root cannot reflink)
 # content_dirs = ["/var/lib/containerd/io.containerd.content.v1.content"]  # where the Diff service reads blobs (containerd's content store)
 
 # A second instance from the same daemon, on dm-thin:
@@ -51,6 +52,7 @@ export function dumpConfig(c: TsblockConfig): string {
     if (s.baseSize !== undefined) t.base_size = s.baseSize;
     if (s.socketGroup !== undefined) t.socket_group = s.socketGroup;
     if (s.contentDirs !== undefined) t.content_dirs = s.contentDirs;
+    if (s.store !== undefined) t.store = s.store;
     if (s.minFree !== undefined) t.min_free = s.minFree.percent !== undefined ? `${s.minFree.percent}%` : String(s.minFree.bytes ?? 0);
     if (s.backend === 'devmapper') {
       if (s.pool !== undefined) t.pool = s.pool;

@@ -5,6 +5,7 @@
 import type { BackendName } from '../backends/registry.js';
 import type { LogLevel } from '../daemon/log.js';
 import type { MinFree } from '../core/space.js';
+import type { StoreMode } from '../backends/blockfile/layout.js';
 
 /** DEFAULT_CONFIG_PATH is where `tsblock` looks for its config file. */
 export const DEFAULT_CONFIG_PATH = '/etc/tsblock/config.toml';
@@ -40,6 +41,8 @@ export interface InstanceConfig {
    * (/var/lib/containerd/io.containerd.content.v1.content).
    */
   contentDirs?: string[];
+  /** store (blockfile): "auto" (default), "direct" or "xfs-file" (backends/blockfile/layout.ts). */
+  store?: StoreMode;
 }
 
 /** TsblockConfig is the whole daemon configuration. */

@@ -4,6 +4,7 @@
 // a consistent snapshot while the daemon writes, and nothing here takes the
 // root lock. Shared by the CLI verbs and the /metrics collector.
 
+import { imagesDirOf } from '../backends/blockfile/layout.js';
 import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { MetaStore } from '../storage/metastore.js';
@@ -95,7 +96,7 @@ export function storageOf(inst: InstanceConfig, row: SnapshotRow, byId: Map<numb
   void byId;
   if (inst.backend === 'blockfile') {
     const id = row.kind === Kind.View ? row.parentId : row.id;
-    const dir = join(inst.root, 'blockfile');
+    const dir = imagesDirOf(inst.root);
     return id === null ? join(dir, 'base.img') : join(dir, 'snapshots', String(id));
   }
   return `/dev/mapper/${devmapperPoolName(inst)}-snap-${row.id}`;
@@ -185,7 +186,7 @@ function committedFileInodes(inst: InstanceConfig, row: SnapshotRow): number {
 
 /** imageFiles are a blockfile snapshot's image and its parent's (or the base). */
 function imageFiles(inst: InstanceConfig, row: SnapshotRow): { image: string; parent: string } {
-  const dir = join(inst.root, 'blockfile');
+  const dir = imagesDirOf(inst.root);
   return {
     image: join(dir, 'snapshots', String(row.id)),
     parent: row.parentId === null ? join(dir, 'base.img') : join(dir, 'snapshots', String(row.parentId)),

@@ -42,6 +42,7 @@ export function instanceServeOptions(s: InstanceConfig) {
     discardOnRemove: s.discard,
     minFree: s.minFree,
     contentDirs: s.contentDirs,
+    store: s.store,
   };
 }
 

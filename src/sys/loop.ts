@@ -16,6 +16,7 @@ import {
   LOOP_GET_STATUS64,
   LOOP_INFO64_SIZE,
   LOOP_MAJOR,
+  LOOP_SET_CAPACITY,
   LOOP_SET_STATUS64,
   LO_FLAGS_AUTOCLEAR,
   LO_FLAGS_DIRECT_IO,
@@ -44,6 +45,8 @@ export interface AttachOptions {
   readOnly?: boolean;
   autoclear?: boolean;
   directIo?: boolean;
+  /** blockSize is the device's logical block size (0 = the kernel's 512). */
+  blockSize?: number;
 }
 
 const LOOP_CONTROL = '/dev/loop-control';
@@ -59,7 +62,7 @@ export function attachLoop(file: string, opts: AttachOptions = {}): LoopDevice {
     if (opts.readOnly) flags |= LO_FLAGS_READ_ONLY;
     if (opts.autoclear) flags |= LO_FLAGS_AUTOCLEAR;
     if (opts.directIo) flags |= LO_FLAGS_DIRECT_IO;
-    const config = encodeLoopConfig(fileFd, 0, { flags, fileName: canonicalPath(file) });
+    const config = encodeLoopConfig(fileFd, opts.blockSize ?? 0, { flags, fileName: canonicalPath(file) });
     let lastErr: unknown;
     for (let attempt = 0; attempt < ATTACH_TRIES; attempt++) {
       const number = getFreeLoop();
@@ -196,6 +199,20 @@ export function setLoopAutoclear(device: string): void {
     const flags = buf.readUInt32LE(52);
     buf.writeUInt32LE(flags | LO_FLAGS_AUTOCLEAR, 52);
     ioctlBuffer(fd, LOOP_SET_STATUS64, buf, device);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/**
+ * setLoopCapacity makes an attached device take its backing file's current
+ * size (LOOP_SET_CAPACITY), after the file was grown: a mounted filesystem on
+ * it can then be grown online.
+ */
+export function setLoopCapacity(device: string): void {
+  const fd = fs.openSync(device, fs.constants.O_RDONLY);
+  try {
+    ioctlInt(fd, LOOP_SET_CAPACITY, 0, device);
   } finally {
     fs.closeSync(fd);
   }

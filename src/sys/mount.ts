@@ -172,6 +172,28 @@ export function mountPoints(): string[] {
   return out;
 }
 
+/** MountEntry is one line of /proc/self/mountinfo, the fields tsblock reads. */
+export interface MountEntry {
+  target: string;
+  fsType: string;
+  source: string;
+}
+
+/** mountEntry returns what is mounted at target (the topmost mount), or undefined. */
+export function mountEntry(target: string): MountEntry | undefined {
+  const want = path.resolve(target);
+  let found: MountEntry | undefined;
+  for (const line of fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
+    // id parent major:minor root mountpoint options [optional…] - fstype source superoptions
+    const fields = line.split(' ');
+    const dash = fields.indexOf('-');
+    if (fields.length < 5 || dash < 0 || dash + 2 >= fields.length) continue;
+    if (decodeMountinfoPath(fields[4]!) !== want) continue;
+    found = { target: want, fsType: fields[dash + 1]!, source: decodeMountinfoPath(fields[dash + 2]!) };
+  }
+  return found;
+}
+
 /**
  * mountsUnder returns the mount points at or below dir, deepest first (the
  * order to unmount them in).

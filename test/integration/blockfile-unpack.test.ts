@@ -17,6 +17,7 @@ import { withTempMount } from '../../src/sys/mount.js';
 import { loopBackingFile } from '../../src/sys/loop.js';
 import { rootReason } from '../helpers/env.js';
 import { loopsUnder } from '../helpers/leaks.js';
+import { imagesDirOf } from '../../src/backends/blockfile/layout.js';
 
 /** gone waits (autoclear runs on a kernel work queue) until no loop device is backed by a file under dir. */
 async function noLoopsUnder(dir: string): Promise<string[]> {
@@ -33,7 +34,7 @@ describe.skipIf(skip)(`blockfile unpack mounts${why}`, () => {
   beforeEach(async () => {
     root = fs.mkdtempSync('/var/tmp/tsblock-unpack-');
     const store = new MetaStore(join(root, 'metadata.db'));
-    const backend = new BlockfileBackend({ dir: join(root, 'blockfile'), baseSize: 256 * 1024 ** 2, mountOptions: ['noatime'] });
+    const backend = new BlockfileBackend({ dir: imagesDirOf(root), baseSize: 256 * 1024 ** 2, mountOptions: ['noatime'] });
     sn = await CoreSnapshotter.open({ store, backend });
   });
   afterEach(async () => {
@@ -45,7 +46,7 @@ describe.skipIf(skip)(`blockfile unpack mounts${why}`, () => {
     const unpack = await sn.prepare('extract-1 sha256:aa', '');
     expect(unpack[0]!.options).toEqual(['rw', ...UNPACK_MOUNT_OPTIONS, 'noatime']);
     expect(unpack[0]!.source).toMatch(/^\/dev\/loop\d+$/);
-    const image = fs.realpathSync(join(root, 'blockfile', 'snapshots', String(sn.listRows().find((r) => r.key === 'extract-1 sha256:aa')!.id)));
+    const image = fs.realpathSync(join(imagesDirOf(root), 'snapshots', String(sn.listRows().find((r) => r.key === 'extract-1 sha256:aa')!.id)));
     expect(loopBackingFile(unpack[0]!.source)).toBe(image);
     const viaContainerd = await sn.prepare('default/12/extract-77-Vjzv sha256:bb', '');
     expect(viaContainerd[0]!.options).toEqual(unpack[0]!.options);
@@ -54,7 +55,7 @@ describe.skipIf(skip)(`blockfile unpack mounts${why}`, () => {
     expect(own[0]!.options).toEqual(unpack[0]!.options);
     const plain = await sn.prepare('default/13/container-1', '');
     expect(plain[0]!.options).toEqual(['loop', 'rw', 'noatime']);
-    expect(plain[0]!.source.startsWith(join(root, 'blockfile', 'snapshots'))).toBe(true);
+    expect(plain[0]!.source.startsWith(join(imagesDirOf(root), 'snapshots'))).toBe(true);
     for (const o of UNPACK_MOUNT_OPTIONS) expect(plain[0]!.options).not.toContain(o);
     // Mounts() of the same key answers the same device.
     expect(await sn.mounts('extract-1 sha256:aa')).toEqual(unpack);
@@ -85,7 +86,7 @@ describe.skipIf(skip)(`blockfile unpack mounts${why}`, () => {
     // The same attach in a child that is then SIGKILLed (what a crash does to tsblock's descriptors).
     const { spawn } = await import('node:child_process');
     const image = join(root, 'img');
-    fs.copyFileSync(join(root, 'blockfile', 'base.img'), image);
+    fs.copyFileSync(join(imagesDirOf(root), 'base.img'), image);
     const child = spawn(process.execPath, ['-e', `import('${join(process.cwd(), 'dist/src/sys/loop.js')}').then((l) => { const d = l.attachLoop(${JSON.stringify(image)}, { autoclear: true }); console.log(d.path); setInterval(() => {}, 1000); })`], { stdio: ['ignore', 'pipe', 'inherit'] });
     const dev = await new Promise<string>((resolve) => child.stdout!.once('data', (b: Buffer) => resolve(b.toString().trim())));
     expect(loopBackingFile(dev)).toBe(fs.realpathSync(image));

@@ -33,6 +33,7 @@ import { attachLoop, canonicalPath, detachLoop, listLoops, releaseLoop, type Loo
 import type { CoreLogger } from '../../core/snapshotter.js';
 import { faultPoint } from '../../core/faults.js';
 import type { FreeSpace } from '../../core/space.js';
+import type { XfsFileStore } from './store.js';
 
 /** BlockfileConfig configures one blockfile backend. */
 export interface BlockfileConfig {
@@ -42,6 +43,12 @@ export interface BlockfileConfig {
   baseSize: number;
   /** mountOptions are added to every mount (e.g. "discard"). */
   mountOptions?: string[];
+  /**
+   * store, when set, is the XFS-in-a-file filesystem dir lives on (roots
+   * that cannot reflink, store.ts): opened before anything else, grown before
+   * clones, trimmed after removals, closed last.
+   */
+  store?: XfsFileStore;
   log?: CoreLogger;
 }
 
@@ -105,6 +112,7 @@ export class BlockfileBackend implements Backend {
   }
 
   async init(): Promise<void> {
+    await this.cfg.store?.open();
     mkdirSync(this.snapDir, { recursive: true, mode: 0o700 });
     if (!existsSync(this.basePath)) await this.makeBase();
     this.reflink = canReflink(this.snapDir);
@@ -124,6 +132,7 @@ export class BlockfileBackend implements Backend {
     // and a rename bought nothing on top, for a thread-pool round trip per
     // Prepare; `.tmp` files of older versions are still swept.)
     const dst = this.imagePath(snap.id);
+    await this.cfg.store?.ensureRoom();
     const how = await cloneOrCopy(this.parentPath(snap), dst);
     if (how === 'sparse-copy') this.warnCopy();
     faultPoint('blockfile:create:after-clone');
@@ -275,6 +284,7 @@ export class BlockfileBackend implements Backend {
         if (!isErrno(err, 'ENOENT')) throw err;
       }
       faultPoint('blockfile:destroy:after-unlink');
+      this.cfg.store?.scheduleTrim();
     }
   }
 
@@ -312,17 +322,26 @@ export class BlockfileBackend implements Backend {
       detachLoop(l.device);
       removed.push(`${l.device} (${l.backingFile}${l.deleted ? ', deleted' : ''})`);
     }
+    // Blocks freed inside the store go back to the host as holes in its file.
+    if (this.cfg.store) await this.cfg.store.trim();
     return { removed };
   }
 
   /** freeSpace is what the filesystem under the root has left for images (statfs f_bavail). */
   freeSpace(): FreeSpace {
+    if (this.cfg.store) return this.cfg.store.freeSpace();
     const st = statfsSync(this.snapDir);
     return { free: st.bavail * st.bsize, total: st.blocks * st.bsize, what: `the filesystem under ${this.cfg.dir}` };
   }
 
   async close(): Promise<void> {
     for (const id of [...this.held.keys()]) this.release(id);
+    await this.cfg.store?.close();
+  }
+
+  /** store is the XFS-in-a-file store under the root, when the root cannot reflink. */
+  get store(): XfsFileStore | undefined {
+    return this.cfg.store;
   }
 
   /** imagePath is where snapshot `id` keeps its image (exported for CLI listings). */
@@ -366,7 +385,7 @@ export class BlockfileBackend implements Backend {
   private warnCopy(): void {
     if (this.warnedCopy) return;
     this.warnedCopy = true;
-    this.cfg.log?.('warn', 'the filesystem under the root cannot reflink: images are copied (sparse). ' +
-      'Put the root on XFS (reflink=1) or btrfs for O(1) clones.', { dir: this.cfg.dir });
+    this.cfg.log?.('warn', 'the filesystem under the root cannot reflink and this root has no store: every image is a full (sparse) copy of its parent. ' +
+      'A new root on such a host gets an XFS store (store = "auto"); or put the root on XFS (reflink=1) or btrfs.', { dir: this.cfg.dir });
   }
 }

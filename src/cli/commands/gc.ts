@@ -4,6 +4,8 @@
 // lifetimes are containerd's (its GC removes snapshots); gc never removes a
 // snapshot that has a row.
 
+import { imagesDirOf } from '../../backends/blockfile/layout.js';
+import { XfsFileStore, storeExists } from '../../backends/blockfile/store.js';
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { findInstance, type InstanceConfig } from '../../config/index.js';
@@ -86,12 +88,18 @@ export async function findOrphans(inst: InstanceConfig, daemonRunning: boolean):
   if (!daemonRunning) for (const c of creating) findings.push({ what: 'unfinished snapshot', path: `${c.key} (id ${c.id})` });
   else if (creating.length > 0) notes.push(`${creating.length} snapshot(s) are being created by the running daemon; not counted`);
   if (inst.backend === 'blockfile') {
-    const dir = join(inst.root, 'blockfile', 'snapshots');
+    const dir = join(imagesDirOf(inst.root), 'snapshots');
     let names: string[] = [];
+    // A stopped daemon unmounted an idle store: mount it for the listing.
+    const store = storeExists(inst.root) && !daemonRunning ? new XfsFileStore({ root: inst.root }) : undefined;
     try {
+      await store?.open();
       names = readdirSync(dir);
-    } catch {
+    } catch (err) {
       // never served: nothing on disk
+      if (store) notes.push(`cannot open the store: ${errorMessage(err)}`);
+    } finally {
+      await store?.close();
     }
     for (const name of names) {
       const m = /^(rm-)?(\d+)(\.tmp)?$/.exec(name);

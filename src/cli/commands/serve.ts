@@ -35,6 +35,9 @@ TSBLOCK_* environment variables override flags (see docs/operations.md).
                         free (e.g. 10G or 5%; default 1%, 0 = off)
   --content-dir DIR     containerd content store the Diff service reads layer blobs
                         from (repeatable; default /var/lib/containerd/io.containerd.content.v1.content)
+  --store MODE          blockfile: where images live: auto (default: directly when
+                        the root can reflink, else an XFS store in <root>/store.xfs),
+                        direct, or xfs-file
   --log-level LEVEL     debug | info | warn | error (default info)
   --metrics-address A   Prometheus /metrics host:port (default ${DEFAULT_METRICS_ADDRESS}; "" = off)
 `;

@@ -23,6 +23,8 @@ import { poolCommand } from '../../../src/cli/commands/pool.js';
 import { configCommand } from '../../../src/cli/commands/config.js';
 import { FailedPreconditionError, NotFoundError, UnavailableError } from '../../../src/errdefs.js';
 import { capture, Client, recordingLogger } from './helpers.js';
+import { imagesDirOf } from '../../../src/backends/blockfile/layout.js';
+import { withStoreMounted } from '../../helpers/store.js';
 
 const MiB = 1024 ** 2;
 
@@ -166,7 +168,7 @@ base_size = "32M"
   });
 
   it('gc is a dry run by default and reclaims orphans through the daemon with --yes', async () => {
-    const snaps = join(dir, 'a', 'blockfile', 'snapshots');
+    const snaps = join(imagesDirOf(join(dir, 'a')), 'snapshots');
     writeFileSync(join(snaps, '9999'), 'orphan');
     writeFileSync(join(snaps, 'rm-9998'), 'leftover');
     const dry = capture();
@@ -229,8 +231,9 @@ base_size = "32M"
     await running!.stop();
     running = undefined;
     expect(existsSync(join(dir, 'a.sock'))).toBe(false);
-    const snaps = join(dir, 'a', 'blockfile', 'snapshots');
-    writeFileSync(join(snaps, '7777'), 'orphan');
+    const snaps = join(imagesDirOf(join(dir, 'a')), 'snapshots');
+    // A clean stop unmounted the idle store (if the root has one): mount it to plant the orphan.
+    await withStoreMounted(join(dir, 'a'), () => writeFileSync(join(snaps, '7777'), 'orphan'));
     const g = capture();
     expect(await gcCommand(args('--snapshotter', 'a', '--yes', '--json'), g.io)).toBe(0);
     const r = JSON.parse(g.out());

@@ -14,6 +14,7 @@ import { Model, Rng } from '../../helpers/model.js';
 import { cleanDir } from './crash-run.js';
 import { ServerProc, distReason } from './server.js';
 import { recordFigures } from './figures.js';
+import { imagesDirOf } from '../../../src/backends/blockfile/layout.js';
 
 const reason = rootReason ?? distReason;
 const S = grpc.status;
@@ -47,7 +48,7 @@ describe.skipIf(reason)(`bad input and fuzzing over gRPC${reason ? ` (skipped: $
     try {
       const rows = db.prepare('SELECT * FROM snapshots ORDER BY id').all();
       const labels = db.prepare('SELECT * FROM labels ORDER BY snapshot_id, name').all();
-      const files = readdirSync(join(root(), 'blockfile', 'snapshots')).sort();
+      const files = readdirSync(join(imagesDirOf(root()), 'snapshots')).sort();
       return JSON.stringify({ listed, rows, labels, files });
     } finally {
       db.close();
@@ -196,7 +197,7 @@ describe.skipIf(reason)(`bad input and fuzzing over gRPC${reason ? ` (skipped: $
     const db = new Database(join(root(), 'metadata.db'), { readonly: true });
     const ids = (db.prepare('SELECT id FROM snapshots WHERE kind != 1').all() as { id: number }[]).map((r) => String(r.id)).sort();
     db.close();
-    expect(readdirSync(join(root(), 'blockfile', 'snapshots')).sort()).toEqual(ids);
+    expect(readdirSync(join(imagesDirOf(root()), 'snapshots')).sort()).toEqual(ids);
     recordFigures('fuzz', { seed: SEED, requests, codes: counts, divergences: 0 });
   }, 600_000);
 });

@@ -18,12 +18,13 @@ import Database from 'better-sqlite3';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, rmdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
-import { mountOne, releaseMount, type MountHandle } from '../../../src/sys/mount.js';
+import { mountOne, mountsUnder, releaseMount, unmount, type MountHandle } from '../../../src/sys/mount.js';
 import { KIND_ACTIVE, KIND_COMMITTED, KIND_VIEW, TestClient, isRpcError, type MountMsg } from '../../helpers/client.js';
 import { Model, Rng } from '../../helpers/model.js';
 import { leaksUnder } from '../../helpers/leaks.js';
 import { ServerProc, tail } from './server.js';
 import { DiffClient, LAYER_FILES, storeLayer } from './layer.js';
+import { imagesDirOf } from '../../../src/backends/blockfile/layout.js';
 
 /** CrashFigures is what a campaign reports. */
 export interface CrashFigures {
@@ -177,7 +178,7 @@ export async function runCrashCampaign(o: CrashOptions): Promise<CrashFigures> {
       }
     }
     await client!.cleanup();
-    const files = readdirSync(join(root, 'blockfile', 'snapshots'));
+    const files = readdirSync(join(imagesDirOf(root), 'snapshots'));
     if (files.length > 0) throw new Error(`files left after removing everything: ${files.join(' ')}`);
     return figures;
   } finally {
@@ -399,14 +400,14 @@ export async function runCrashCampaign(o: CrashOptions): Promise<CrashFigures> {
       const creating = rows.filter((r) => r.state !== 'ready');
       if (creating.length > 0) throw new Error(`rows left in state creating: ${creating.map((r) => r.key).join(' ')}`);
       const want = rows.filter((r) => r.kind !== KIND_VIEW).map((r) => String(r.id)).sort();
-      const have = readdirSync(join(root, 'blockfile', 'snapshots')).sort();
+      const have = readdirSync(join(imagesDirOf(root), 'snapshots')).sort();
       if (JSON.stringify(want) !== JSON.stringify(have)) {
         throw new Error(`image files disagree with the metadata: rows ${want.join(' ')} files ${have.join(' ')}`);
       }
-      const base = readdirSync(join(root, 'blockfile')).filter((f) => f !== 'snapshots');
+      const base = readdirSync(imagesDirOf(root)).filter((f) => f !== 'snapshots');
       if (JSON.stringify(base) !== '["base.img"]') throw new Error(`unexpected files next to the base image: ${base.join(' ')}`);
     }
-    const leaks = leaksUnder(o.dir);
+    const leaks = leaksUnder(o.dir, { allowStores: true });
     if (leaks.length > 0) {
       figures.leaks += leaks.length;
       throw new Error(`leaked kernel objects: ${leaks.join(', ')}`);
@@ -415,7 +416,7 @@ export async function runCrashCampaign(o: CrashOptions): Promise<CrashFigures> {
     const sample = all ? committed : [rng.pick(committed), rng.pick(committed)].filter((r) => r !== undefined);
     for (const r of sample) {
       const want = [...(model.snaps.get(r.key)?.markers ?? [])].map((m) => `m-${m}`).sort();
-      const image = join(root, 'blockfile', 'snapshots', String(r.id));
+      const image = join(imagesDirOf(root), 'snapshots', String(r.id));
       const have = withMount({ type: 'ext4', source: image, options: ['loop', 'ro', 'noload'] }, true, (dir) =>
         readdirSync(dir).filter((f) => f.startsWith('m-')).sort().map((f) => {
           if (readFileSync(join(dir, f), 'utf8') !== f.slice(2)) throw new Error(`${r.key}: marker ${f} has wrong content`);
@@ -445,6 +446,9 @@ export async function runCrashCampaign(o: CrashOptions): Promise<CrashFigures> {
 
 /** cleanDir removes a campaign directory after making sure nothing is mounted in it. */
 export function cleanDir(dir: string): string[] {
+  // A campaign may end on a kill: the store that daemon left mounted is
+  // released here (the next start would have adopted it).
+  for (const m of mountsUnder(dir)) if (m.endsWith('/store') && existsSync(`${m}.xfs`)) unmount(m);
   const leaks = leaksUnder(dir);
   if (leaks.length === 0) rmSync(dir, { recursive: true, force: true });
   return leaks;

@@ -18,6 +18,8 @@ import { CoreSnapshotter } from '../../../src/core/snapshotter.js';
 import { BlockfileBackend } from '../../../src/backends/blockfile/blockfile.js';
 import { BOOT_ID_ENV } from '../../../src/core/boot.js';
 import { ServerProc, distReason, tail } from './server.js';
+import { imagesDirOf } from '../../../src/backends/blockfile/layout.js';
+import { releaseStore } from '../../helpers/store.js';
 
 const reason = rootReason ?? distReason;
 
@@ -48,7 +50,7 @@ describe.skipIf(reason)(`deferred flush of committed images${reason ? ` (skipped
     const open = async (): Promise<CoreSnapshotter> =>
       CoreSnapshotter.open({
         store: new MetaStore(join(root, 'metadata.db')),
-        backend: new BlockfileBackend({ dir: join(root, 'blockfile'), baseSize: 64 * 1024 ** 2 }),
+        backend: new BlockfileBackend({ dir: imagesDirOf(root), baseSize: 64 * 1024 ** 2 }),
         bootId: 'boot-1',
       });
     let sn: CoreSnapshotter | undefined;
@@ -77,7 +79,7 @@ describe.skipIf(reason)(`deferred flush of committed images${reason ? ` (skipped
       // Boot unknown (no /proc): the flush runs inside Commit and nothing is left unflushed.
       sn = await CoreSnapshotter.open({
         store: new MetaStore(join(root, 'metadata.db')),
-        backend: new BlockfileBackend({ dir: join(root, 'blockfile'), baseSize: 64 * 1024 ** 2 }),
+        backend: new BlockfileBackend({ dir: imagesDirOf(root), baseSize: 64 * 1024 ** 2 }),
         bootId: null,
       });
       await sn.prepare('e', 'c3');
@@ -97,9 +99,13 @@ describe.skipIf(reason)(`deferred flush of committed images${reason ? ` (skipped
     const log = join(dir, 'serve.log');
     let proc: ServerProc | undefined;
     let c: TestClient | undefined;
+    let served: string | undefined;
     const restart = async (env: Record<string, string>, root: string, faults?: string): Promise<void> => {
       c?.close();
       await proc?.kill9();
+      // Leaving a root for good after a kill: release the store that daemon left mounted.
+      if (served !== undefined && served !== root) releaseStore(served);
+      served = root;
       ({ proc } = await ServerProc.start({ root, socket, log, faults, env }));
       c = new TestClient(socket);
     };
@@ -170,7 +176,7 @@ describe.skipIf(reason)(`deferred flush of committed images${reason ? ` (skipped
       expect(unflushedIds(root)).toEqual([]);
       await c!.remove('taken');
       await c!.cleanup();
-      expect(readdirSync(join(root, 'blockfile', 'snapshots'))).toEqual([]);
+      expect(readdirSync(join(imagesDirOf(root), 'snapshots'))).toEqual([]);
     } catch (err) {
       throw new Error(`${(err as Error).message}\nlog:\n${tail(log)}`, { cause: err });
     } finally {
