@@ -68,3 +68,8 @@ export function flock(fd: number, operation: number): void {
   syscall('flock', DataType.I32, [i32(fd), i32(operation)]);
 }
 
+
+/** syncfsAsync is syncfs(2) on a worker thread: writes back the whole filesystem holding fd. */
+export function syncfsAsync(fd: number, detail?: string): Promise<number> {
+  return syscallAsync('syncfs', DataType.I32, [i32(fd)], detail);
+}

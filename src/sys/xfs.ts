@@ -5,7 +5,7 @@
 // first start and at each growth step); FITRIM is an ioctl.
 
 import fs from 'node:fs';
-import { ioctlBufferAsync } from '../../ffi/libc.js';
+import { ioctlBufferAsync, syncfsAsync } from '../../ffi/libc.js';
 import { FITRIM, FSTRIM_RANGE_SIZE } from '../../ffi/fs.js';
 import { runTool } from './exec.js';
 
@@ -46,6 +46,9 @@ export async function trimFilesystem(mountpoint: string, minLength = 0): Promise
   range.writeBigUInt64LE(BigInt(minLength), 16);
   const fd = fs.openSync(mountpoint, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
   try {
+    // XFS frees an unlinked file's blocks in the background (inodegc);
+    // syncfs flushes that work, so the blocks are free when FITRIM looks.
+    await syncfsAsync(fd, `syncfs ${mountpoint}`);
     await ioctlBufferAsync(fd, FITRIM, range, `FITRIM ${mountpoint}`);
   } finally {
     fs.closeSync(fd);

@@ -284,7 +284,6 @@ export class BlockfileBackend implements Backend {
         if (!isErrno(err, 'ENOENT')) throw err;
       }
       faultPoint('blockfile:destroy:after-unlink');
-      this.cfg.store?.scheduleTrim();
     }
   }
 
