@@ -20,6 +20,7 @@ import { blockfileLayout, directDir, imagesDirOf } from '../../src/backends/bloc
 import { FailedPreconditionError } from '../../src/errdefs.js';
 import { mountEntry, mountOne, releaseMount, withTempMount } from '../../src/sys/mount.js';
 import { canReflink } from '../../src/sys/reflink.js';
+import { doctorCommand } from '../../src/cli/commands/doctor.js';
 
 const MiB = 1024 ** 2;
 const GiB = 1024 ** 3;
@@ -73,6 +74,13 @@ function writeMiB(dir: string, name: string, mib: number): void {
   } finally {
     closeSync(fd);
   }
+}
+
+async function doctorJson(root: string): Promise<Record<string, { status: string; detail: string; fix?: string }>> {
+  let out = '';
+  const io = { out: (t: string) => void (out += t), err: () => undefined, tty: false, env: {} };
+  await doctorCommand(['--root', root, '--json', '--containerd-config', join(root, 'none.toml')], io);
+  return Object.fromEntries(JSON.parse(out).checks.map((c: { check: string }) => [c.check, c]));
 }
 
 const allocated = (f: string) => statSync(f).blocks * 512;
@@ -219,11 +227,22 @@ describe.skipIf(rootReason)(`blockfile store on an ext4 host${rootReason ? ` (sk
     const again = await openCore(root, undefined);
     expect((await again.sn.stat('c')).name).toBe('c');
     await again.sn.close();
+    // doctor says what such a root costs and what to do.
+    const doc = await doctorJson(root);
+    expect(doc['[tsblock] reflink']).toMatchObject({
+      status: 'warn',
+      detail: expect.stringMatching(/cannot reflink and keeps its images directly .* copies its whole image .* costs the image on disk/),
+      fix: expect.stringMatching(/a new root gets an XFS store/),
+    });
 
     const fresh = join(host.dir, 'r6');
     mkdirSync(fresh);
+    expect((await doctorJson(fresh))['[tsblock] reflink']).toMatchObject({ status: 'ok', detail: expect.stringMatching(/makes an XFS store .* at its first start/) });
     const s = await openCore(fresh, new XfsFileStore({ root: fresh }));
     await s.sn.close();
+    const withStore = await doctorJson(fresh);
+    expect(withStore['[tsblock] reflink']).toMatchObject({ status: 'ok', detail: expect.stringMatching(/inside the XFS store/) });
+    expect(withStore['[tsblock] xfs store']).toMatchObject({ status: 'ok', detail: expect.stringMatching(/not mounted \(the daemon mounts it at start\)/) });
     expect(() => blockfileLayout(fresh, 'direct')).toThrow(/keeps its images in its store/);
     expect(blockfileLayout(fresh, 'auto').store).toBe(true);
   }, 60_000);

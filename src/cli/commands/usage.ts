@@ -1,6 +1,7 @@
 // `tsblock usage`: space per snapshot and in total, the root filesystem's
 // size and free space, and (devmapper) the thin-pool's data and metadata use.
 
+import { XfsFileStore, storeExists, type StoreStatus } from '../../backends/blockfile/store.js';
 import { listEntries, noDmMessage, openReadOnly, poolSpace, rootSpace, type PoolSpace, type RootSpace } from '../../daemon/inspect.js';
 import { errorMessage } from '../../errdefs.js';
 import { CONFIG_HELP, human, refineActiveUsage, parseVerb, printJson, selectInstances, stdio, table, type Io } from '../common.js';
@@ -21,6 +22,8 @@ interface InstanceUsage {
   root: RootSpace & { path: string };
   pool?: PoolSpace;
   poolError?: string;
+  /** store is the blockfile root's XFS store, when it has one. */
+  store?: StoreStatus;
 }
 
 /** usageCommand prints space use. */
@@ -43,6 +46,7 @@ export async function usageCommand(argv: string[], io: Io = stdio): Promise<numb
       totalBytes: entries.reduce((n, e) => n + e.usage, 0),
       root: { path: inst.root, ...rootSpace(inst.root) },
     };
+    if (inst.backend === 'blockfile' && storeExists(inst.root)) u.store = new XfsFileStore({ root: inst.root }).status();
     if (inst.backend === 'devmapper') {
       try {
         u.pool = await poolSpace(inst);
@@ -63,6 +67,11 @@ export async function usageCommand(argv: string[], io: Io = stdio): Promise<numb
       ['TOTAL', '', human(u.totalBytes), String(u.snapshots.reduce((n, s) => n + s.inodes, 0))],
     ], io.tty));
     io.out(`\nroot ${u.root.path} (${u.root.fsType}): ${human(u.root.freeBytes)} free of ${human(u.root.totalBytes)}\n`);
+    if (u.store) {
+      const st = u.store;
+      io.out(`store ${st.file}: ${human(st.allocated)} on disk` +
+        (st.mounted ? `, XFS ${human((st.fsSize ?? 0) - (st.fsFree ?? 0))} used of ${human(st.fsSize ?? 0)} (grows into the root's free space)\n` : ', not mounted\n'));
+    }
     if (u.pool) {
       const pct = (a: number, b: number) => (b === 0 ? '0' : ((100 * a) / b).toFixed(1));
       io.out(`pool ${u.pool.pool}: data ${human(u.pool.dataUsedBytes)} / ${human(u.pool.dataTotalBytes)} (${pct(u.pool.dataUsedBytes, u.pool.dataTotalBytes)}%), ` +
