@@ -125,9 +125,9 @@ async function teardown(ctx: Partial<Ctx> | undefined): Promise<void> {
   }
   const address = ctx.cd?.address;
   await ctx.cd?.stop();
-  await releaseAll(ctx.dir, address);
+  // tsblock first: releasing under a running tsblock would pull its store away
   await ctx.ts?.stop();
-  await releaseAll(ctx.dir);
+  await releaseAll(ctx.dir, address);
   await ctx.reg?.stop();
   if (leaks(ctx.dir).length === 0) fs.rmSync(ctx.dir, { recursive: true, force: true });
   else console.error(`[cri] left ${ctx.dir} in place: ${leaks(ctx.dir).join(', ')}`);

@@ -200,11 +200,30 @@ export function loopsUnder(dir: string): string[] {
   return out;
 }
 
-/** leaks is what still refers to dir: mounts, loop devices, shims. */
-export function leaks(dir: string, address?: string): string[] {
+/**
+ * leaks is what still refers to dir: mounts, loop devices, shims. storeOf
+ * names the root of a tsblock that is still running: its store (the XFS file
+ * <root>/store.xfs on a loop device, mounted on <root>/store, made on ext4
+ * hosts) is that daemon's storage, not a leak; nothing else is excused, and
+ * after tsblock stops its store counts like anything else.
+ */
+export function leaks(dir: string, address?: string, opts: { storeOf?: string } = {}): string[] {
+  const store = opts.storeOf ? path.join(opts.storeOf, 'store') : undefined;
+  const storeFile = store ? `${store}.xfs` : undefined;
+  const backing = (l: string) => {
+    try {
+      return fs.readFileSync(`/sys/block/${path.basename(l)}/loop/backing_file`, 'utf8').trim();
+    } catch {
+      return '';
+    }
+  };
   return [
-    ...mountsUnder(dir).map((m) => `mount ${m}`),
-    ...loopsUnder(dir).map((l) => `loop ${l}`),
+    ...mountsUnder(dir)
+      .filter((m) => m !== store)
+      .map((m) => `mount ${m}`),
+    ...loopsUnder(dir)
+      .filter((l) => !storeFile || backing(l) !== storeFile)
+      .map((l) => `loop ${l}`),
     ...(address ? shimsOf(address).map((p) => `shim pid ${p}`) : []),
   ];
 }
