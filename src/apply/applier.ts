@@ -20,7 +20,7 @@ import { attachRawPax, toEntryMeta } from './header.js';
 import { RootResolver } from './paths.js';
 import { SparseWriter } from './sparse.js';
 import { LayerWrites } from './whiteout.js';
-import { faultPoint } from '../core/faults.js';
+import { faultPoint } from '../base/faults.js';
 
 /** ApplyOptions tune applyLayer. */
 export interface ApplyOptions {

@@ -11,7 +11,7 @@ import { snapshotsClientConstructor } from '../server/service.js';
 import { lockExclusive } from '../sys/lock.js';
 import { join } from 'node:path';
 import { UnavailableError } from '../errdefs.js';
-import { formatSize } from '../daemon/size.js';
+import { formatSize } from '../base/size.js';
 
 /** Io is where a verb writes; tests pass buffers, main passes the process streams. */
 export interface Io {

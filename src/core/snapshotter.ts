@@ -2,7 +2,7 @@
 // rules in tsblock, over any Backend. It owns keys, parents, kinds, labels
 // and timestamps in SQLite; the backend owns the bytes.
 //
-// Transaction shape of each operation (see backends/backend.ts):
+// Transaction shape of each operation (see core/backend.ts):
 //   prepare/view  tx: validate + insert `creating` row → backend.create →
 //                 tx: mark ready (on failure: tx delete row, backend.destroy)
 //   commit        backend.commit (usage) → tx: re-validate + rename [+ unflushed row]
@@ -12,7 +12,7 @@
 // A crash between two steps leaves either a `creating` row or storage no row
 // owns; open() reconciles both before the first request is served.
 
-import type { Backend, BackendSnapshot, CleanupReport } from '../backends/backend.js';
+import type { Backend, BackendSnapshot, CleanupReport } from './backend.js';
 import {
   AlreadyExistsError,
   FailedPreconditionError,
@@ -30,18 +30,17 @@ import type { Mount } from '../snapshots/mount.js';
 import { Kind, type Info, type SnapshotOpts, type Snapshotter, type Usage } from '../snapshots/snapshotter.js';
 import type { MetaStore } from '../storage/metastore.js';
 import { INODES_UNCOUNTED, SnapshotRows, now, type SnapshotRow } from '../storage/snapshots.js';
+import type { CoreLogger } from '../base/log.js';
 import { currentBootId } from './boot.js';
 import { Flushes } from './durability.js';
 import { Gate } from './gate.js';
 import { KeyLock } from './keylock.js';
-import { faultPoint } from './faults.js';
+import { faultPoint } from '../base/faults.js';
 import { checkSpace, DEFAULT_MIN_FREE, guardOn, hasRoom, type MinFree } from './space.js';
 
 /** uncounted tells a committed row whose inodes its backend left to the first Usage. */
 const uncounted = (row: SnapshotRow): boolean => row.kind === Kind.Committed && row.inodes === INODES_UNCOUNTED;
 
-/** CoreLogger receives one structured record per notable event. */
-export type CoreLogger = (level: 'debug' | 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) => void;
 
 /** CoreOptions wire a store and a backend into a snapshotter. */
 export interface CoreOptions {

@@ -1,6 +1,6 @@
 // Reliability on the devmapper backend (runs in the VM with the other
 // test/devmapper files): SIGKILL a real `tsblock serve --backend devmapper`
-// at the r-th core fault point (src/core/faults.ts: inside Prepare, View,
+// at the r-th core fault point (src/base/faults.ts: inside Prepare, View,
 // Commit, Remove, Cleanup and start-up reconciliation), restart it, and
 // check that List agrees with the model (an interrupted request may have
 // happened or not), that every committed snapshot holds exactly its chain's

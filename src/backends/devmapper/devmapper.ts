@@ -23,20 +23,19 @@
 // row goes only once the pool dropped the id. Whatever kill -9 interrupts,
 // the next start-up's destroy()/cleanup() finds it through the rows.
 
-import type { Backend, BackendSnapshot, CleanupReport } from '../backend.js';
+import type { Backend, BackendSnapshot, CleanupReport } from '../../core/backend.js';
 import { Kind, type Usage } from '../../snapshots/snapshotter.js';
 import type { Mount } from '../../snapshots/mount.js';
 import type { MetaStore, Tx } from '../../storage/metastore.js';
-import type { CoreLogger } from '../../core/snapshotter.js';
+import type { CoreLogger } from '../../base/log.js';
 import { activate, deviceInfo, devicePath, discardDevice, listDevices, removeDevice, suspend, resume } from '../../sys/dm.js';
 import { createSnap, createSnapAsync, createThin, deleteThin, thinStatus, thinTable } from '../../sys/dm-thin.js';
-import type { FreeSpace } from '../../core/space.js';
+import type { FreeSpace } from '../../core/backend.js';
 import { makeExt4, runTool } from '../../sys/exec.js';
 import { readExt4Usage } from '../../sys/fsinfo.js';
 import { AlreadyExistsError, FailedPreconditionError, InternalError, NotFoundError, UnavailableError, errorMessage } from '../../errdefs.js';
 import { poolNameOf, validate, type DevmapperConfig } from './config.js';
-import { crashPoint } from './crashpoint.js';
-import { faultPoint } from '../../core/faults.js';
+import { faultPoint } from '../../base/faults.js';
 import { PoolSpace, closeOwnedPool, openPool, type PoolHandle } from './pool.js';
 import { SparePool } from './spares.js';
 import {
@@ -154,7 +153,7 @@ export class DevmapperBackend implements Backend {
       },
       (thinId) => this.snapshotThin(thinId, origin!),
     );
-    crashPoint('create:after-thin');
+    faultPoint('devmapper:create:after-thin');
     // A fresh snapshot id has no device yet: activate it without asking.
     try {
       activate(name, [thinTable(this.poolPath, row.thinId, row.size / 512)], { readOnly });
@@ -165,7 +164,7 @@ export class DevmapperBackend implements Backend {
     if (row.size > origin!.size) {
       // The new device is bigger than its origin: grow the filesystem to fill it.
       await runTool('resize2fs', ['-f', devicePath(name)]);
-      crashPoint('create:after-activate');
+      faultPoint('devmapper:create:after-activate');
     }
     this.store.write((tx) => setState(tx, snap.id, 'ready'));
     this.fresh.set(snap.id, { ...row, state: 'ready' });
@@ -190,7 +189,7 @@ export class DevmapperBackend implements Backend {
     const name = this.deviceName(snap.id);
     await this.activateRow(row);
     const measured = this.measure(name);
-    crashPoint('commit:before-deactivate');
+    faultPoint('devmapper:commit:before-deactivate');
     // Deactivate: a committed device is never written again, and an inactive
     // origin needs no suspend when children are snapshotted from it. A
     // caller may still hold it mounted (containerd's own test suite commits
@@ -205,7 +204,7 @@ export class DevmapperBackend implements Backend {
       this.log('debug', 'committed device still in use; left active', { device: name });
     }
     this.store.write((tx) => setMapped(tx, snap.id, measured.mapped, measured.inodes));
-    crashPoint('commit:after-backend');
+    faultPoint('devmapper:commit:after-backend');
     return this.diff(measured, snap);
   }
 
@@ -429,13 +428,13 @@ export class DevmapperBackend implements Backend {
       }
     }
     await this.deactivate(name);
-    crashPoint('remove:before-delete-thin');
+    faultPoint('devmapper:remove:before-delete-thin');
     try {
       deleteThin(this.poolName, row.thinId);
     } catch (err) {
       if (!(err instanceof NotFoundError)) throw err;
     }
-    crashPoint('remove:after-delete-thin');
+    faultPoint('devmapper:remove:after-delete-thin');
     this.store.write((tx) => deleteDevice(tx, row.snapshotId));
     this.mayBeActive.delete(row.snapshotId);
   }

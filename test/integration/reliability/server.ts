@@ -17,8 +17,8 @@ export const CLI = join(REPO, 'dist', 'cli.js');
 /** distReason explains why server-process tests cannot run (undefined when they can). */
 export const distReason = (() => {
   if (!existsSync(CLI)) return 'needs a build (npm run build): dist/cli.js is missing';
-  const built = join(REPO, 'dist', 'src', 'core', 'faults.js');
-  if (!existsSync(built)) return 'needs a fresh build (npm run build): dist lacks src/core/faults.js';
+  const built = join(REPO, 'dist', 'src', 'base', 'faults.js');
+  if (!existsSync(built)) return 'needs a fresh build (npm run build): dist lacks src/base/faults.js';
   const src = join(REPO, 'src', 'core', 'snapshotter.ts');
   const out = join(REPO, 'dist', 'src', 'core', 'snapshotter.js');
   if (!existsSync(out) || statSync(out).mtimeMs < statSync(src).mtimeMs - 1000) {
