@@ -7,7 +7,7 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { connect } from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import { findInstance, loadConfig, type FlagValues, type InstanceConfig, type TsblockConfig } from '../config/index.js';
-import { snapshotsClientConstructor } from '../server/service.js';
+import { snapshotsClientConstructor } from '../proto/load.js';
 import { lockExclusive } from '../sys/lock.js';
 import { join } from 'node:path';
 import { UnavailableError } from '../errdefs.js';

@@ -3,7 +3,7 @@
 // snapshotter name), built from the same proto files the server loads.
 
 import * as grpc from '@grpc/grpc-js';
-import { snapshotsClientConstructor } from '../../src/server/service.js';
+import { snapshotsClientConstructor } from '../../src/proto/load.js';
 
 /** MountMsg is a mount as the Snapshots service returns it. */
 export interface MountMsg {

@@ -15,7 +15,8 @@ import {
 } from '../../../src/errdefs.js';
 import { CoreSnapshotter } from '../../../src/core/snapshotter.js';
 import { UNIX_PATH_MAX, listenUnix, shutdownServer } from '../../../src/server/listen.js';
-import { loadSnapshotsService, snapshotsClientConstructor, snapshotsHandlers } from '../../../src/server/service.js';
+import { loadSnapshotsService, snapshotsClientConstructor } from '../../../src/proto/load.js';
+import { snapshotsHandlers } from '../../../src/server/service.js';
 import { Kind, type Snapshotter, type Usage } from '../../../src/snapshots/snapshotter.js';
 import { MetaStore } from '../../../src/storage/metastore.js';
 import { MemoryBackend } from '../../fakes/memory-backend.js';
