@@ -18,11 +18,9 @@ import {
   FailedPreconditionError,
   InvalidArgumentError,
   NotFoundError,
-  ResourceExhaustedError,
   errorMessage,
-  isTsblockError,
 } from '../errdefs.js';
-import { isErrno } from '../../ffi/errno.js';
+import { fromErrno } from '../sys/errno.js';
 import { parseFilters } from '../snapshots/filters.js';
 import { validateKey } from '../snapshots/keys.js';
 import { LABEL_SEED, LABEL_SNAPSHOT_REF, parseSizeLabel, validateLabels } from '../snapshots/labels.js';
@@ -399,15 +397,12 @@ export class CoreSnapshotter implements Snapshotter {
     return { id: row.id, key: row.key, kind: row.kind, parent: row.parentId === null ? undefined : { id: row.parentId } };
   }
 
-  /** wrap turns raw kernel errors callers can act on into typed ones. */
+  /** wrap turns raw kernel errors callers can act on into typed ones (sys/errno.ts). */
   private async wrap<T>(fn: () => Promise<T>): Promise<T> {
     try {
       return await fn();
     } catch (err) {
-      if (!isTsblockError(err) && isErrno(err, 'ENOSPC', 'EDQUOT')) {
-        throw new ResourceExhaustedError(`no space left for snapshot storage: ${errorMessage(err)}`, { cause: err });
-      }
-      throw err;
+      throw fromErrno(err, 'snapshot storage');
     }
   }
 }

@@ -25,7 +25,7 @@ import { join } from 'node:path';
 import type { Backend, BackendSnapshot, CommitUsage, CleanupReport } from '../../core/backend.js';
 import { Kind, type Usage } from '../../snapshots/snapshotter.js';
 import type { Mount } from '../../snapshots/mount.js';
-import { isErrno } from '../../../ffi/errno.js';
+import { isErrno } from '../../sys/errno.js';
 import { canReflink, cloneOrCopy } from '../../sys/reflink.js';
 import { allocatedBytes, readExt4Usage, readExt4UsageFd } from '../../sys/fsinfo.js';
 import { makeExt4, runTool } from '../../sys/exec.js';

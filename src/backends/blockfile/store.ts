@@ -34,7 +34,7 @@
 import { chmodSync, closeSync, existsSync, fstatSync, fsyncSync, mkdirSync, openSync, renameSync, rmSync, statSync, statfsSync, truncateSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { FailedPreconditionError, ResourceExhaustedError } from '../../errdefs.js';
-import { isErrno } from '../../../ffi/errno.js';
+import { isErrno } from '../../sys/errno.js';
 import { attachLoop, canonicalPath, listLoops, loopBackingFile, releaseLoop, setLoopCapacity, type LoopDevice } from '../../sys/loop.js';
 import { mountEntry, mountOne, mountsUnder, unmount } from '../../sys/mount.js';
 import { growXfs, makeXfs, trimFilesystem } from '../../sys/xfs.js';
