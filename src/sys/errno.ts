@@ -5,10 +5,18 @@
 // they cannot handle to fromErrno(), which is the only errno → typed error
 // table. server/status.ts is the only typed error → gRPC table.
 
-import { FailedPreconditionError, ResourceExhaustedError, errorMessage, isTsblockError, type TsblockError } from '../errdefs.js';
+import {
+  AlreadyExistsError,
+  FailedPreconditionError,
+  NotFoundError,
+  ResourceExhaustedError,
+  errorMessage,
+  isTsblockError,
+  type TsblockError,
+} from '../errdefs.js';
+import { ErrnoError, isErrno } from '../../ffi/errno.js';
 
 export { ErrnoError, errnoName, isErrno } from '../../ffi/errno.js';
-import { isErrno } from '../../ffi/errno.js';
 
 /** ERRNO_TABLE is every errno a caller can act on, and the typed error it means. */
 const ERRNO_TABLE: readonly { codes: readonly string[]; make: (msg: string, cause: unknown) => TsblockError }[] = [
@@ -29,4 +37,28 @@ export function fromErrno(err: unknown, context?: string): unknown {
     if (isErrno(err, ...row.codes)) return row.make(context ? `${context}: ${errorMessage(err)}` : errorMessage(err), err);
   }
   return err;
+}
+
+/**
+ * fromDmErrno is the device-mapper reading of a DM_* ioctl's errno, where the
+ * numbers mean something narrower: ENXIO/ENODEV/ENODATA an unknown device or
+ * thin id (NotFoundError), EEXIST a taken name (AlreadyExistsError), EBUSY a
+ * device still open (FailedPreconditionError). `what` is the command and
+ * `name` the device, for the message.
+ */
+export function fromDmErrno(err: unknown, what: string, name: string | undefined): unknown {
+  if (!(err instanceof ErrnoError)) return err;
+  const subject = name === undefined ? what : `${what} ${JSON.stringify(name)}`;
+  switch (err.code) {
+    case 'ENXIO':
+    case 'ENODEV':
+    case 'ENODATA':
+      return new NotFoundError(`${subject}: no such device-mapper device or thin id (${err.code})`, { cause: err });
+    case 'EEXIST':
+      return new AlreadyExistsError(`${subject}: already exists`, { cause: err });
+    case 'EBUSY':
+      return new FailedPreconditionError(`${subject}: device is busy`, { cause: err });
+    default:
+      return err;
+  }
 }
