@@ -31,6 +31,7 @@ import { INODES_UNCOUNTED, SnapshotRows, now, type SnapshotRow } from '../storag
 import type { CoreLogger } from '../base/log.js';
 import { currentBootId } from './boot.js';
 import { Flushes } from './durability.js';
+import { updatedLabels } from './update.js';
 import { Gate } from './gate.js';
 import { KeyLock } from './keylock.js';
 import { faultPoint } from '../base/faults.js';
@@ -116,25 +117,7 @@ export class CoreSnapshotter implements Snapshotter {
     return this.locks.run([info.name], async () =>
       this.store.write(() => {
         const row = this.mustGet(info.name);
-        const labels = this.rows.labels(row.id);
-        const given = info.labels ?? {};
-        let next: Record<string, string>;
-        if (fieldpaths.length === 0) {
-          next = { ...given };
-        } else {
-          next = { ...labels };
-          for (const path of fieldpaths) {
-            if (path.startsWith('labels.')) {
-              next[path.slice('labels.'.length)] = given[path.slice('labels.'.length)] ?? '';
-            } else if (path === 'labels') {
-              next = { ...given };
-            } else {
-              throw new InvalidArgumentError(`cannot update ${JSON.stringify(path)} field on snapshot ${JSON.stringify(info.name)}`);
-            }
-          }
-        }
-        for (const [k, v] of Object.entries(next)) if (v === '') delete next[k];
-        validateLabels(next);
+        const next = updatedLabels(info.name, this.rows.labels(row.id), info.labels ?? {}, fieldpaths);
         this.rows.writeLabels(row.id, next);
         this.rows.touch(row.id, now());
         return this.rows.info(this.mustGet(info.name));
