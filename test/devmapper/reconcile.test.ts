@@ -15,6 +15,7 @@ import { mountOne, releaseMount } from '../../src/sys/mount.js';
 import { attachLoop, detachLoop } from '../../src/sys/loop.js';
 import { FAULT_ENV, type FaultPointName } from '../../src/base/faults.js';
 import { leaksUnder } from '../helpers/leaks.js';
+import { KIND_ACTIVE, KIND_COMMITTED } from '../helpers/client.js';
 import { HAS_DM, SKIP_REASON, removeDevicesWithPrefix, scratchDir } from './helpers.js';
 import { CLI, Server, SnapClient, type MountMsg } from './serve-helpers.js';
 
@@ -68,7 +69,7 @@ describe.skipIf(skipReason !== '')(`devmapper reconciliation with a real server$
   // checkCommitted reads every committed snapshot back through a View.
   const checkCommitted = async (c: SnapClient): Promise<void> => {
     const infos = await c.list();
-    const committed = infos.filter((i) => i.kind === 'COMMITTED').map((i) => i.name);
+    const committed = infos.filter((i) => i.kind === KIND_COMMITTED).map((i) => i.name);
     expect(committed.sort()).toEqual([...expected.keys()].sort());
     for (const [name, files] of expected) {
       const key = `check-${name}-${views}`;
@@ -121,7 +122,7 @@ describe.skipIf(skipReason !== '')(`devmapper reconciliation with a real server$
     await server!.kill9();
     const c2 = await start();
     await checkCommitted(c2);
-    expect((await c2.stat('running')).kind).toBe('ACTIVE');
+    expect((await c2.stat('running')).kind).toBe(KIND_ACTIVE);
     await server!.kill9();
   });
 
@@ -143,7 +144,7 @@ describe.skipIf(skipReason !== '')(`devmapper reconciliation with a real server$
     });
     await crashDuring('devmapper:commit:after-backend', (c) => c.commit('c3', 'a3'));
     const c = await start();
-    expect((await c.stat('a3')).kind).toBe('ACTIVE');
+    expect((await c.stat('a3')).kind).toBe(KIND_ACTIVE);
     withMounted(await c.mounts('a3'), (d) => expect(readFileSync(join(d, 'x'), 'utf8')).toBe('three'));
     await c.commit('c3', 'a3');
     expected.set('c3', { ...expected.get('c2'), x: 'three' });

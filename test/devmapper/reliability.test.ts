@@ -31,7 +31,7 @@ import { leaksUnder, loopsUnder } from '../helpers/leaks.js';
 import { detachLoop } from '../../src/sys/loop.js';
 import { CLI } from './serve-helpers.js';
 import { HAS_DM, SKIP_REASON, removeDevicesWithPrefix, scratchDir } from './helpers.js';
-import { ServerProc, tail } from '../integration/reliability/server.js';
+import { ServerProc, tail } from '../helpers/server.js';
 import { recordFigures } from '../integration/reliability/figures.js';
 import { DiffClient, LAYER_FILES, storeLayer } from '../integration/reliability/layer.js';
 import { runLoad } from '../integration/reliability/load-run.js';

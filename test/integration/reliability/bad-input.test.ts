@@ -12,7 +12,7 @@ import { rootReason } from '../../helpers/env.js';
 import { KIND_ACTIVE, KIND_VIEW, TestClient, failure, grpc } from '../../helpers/client.js';
 import { Model, Rng } from '../../helpers/model.js';
 import { cleanDir } from './crash-run.js';
-import { ServerProc, distReason } from './server.js';
+import { ServerProc, distReason } from '../../helpers/server.js';
 import { recordFigures } from './figures.js';
 import { imagesDirOf } from '../../../src/backends/blockfile/layout.js';
 

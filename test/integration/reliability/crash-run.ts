@@ -22,7 +22,7 @@ import { mountOne, mountsUnder, releaseMount, unmount, type MountHandle } from '
 import { KIND_ACTIVE, KIND_COMMITTED, KIND_VIEW, TestClient, isRpcError, type MountMsg } from '../../helpers/client.js';
 import { Model, Rng } from '../../helpers/model.js';
 import { leaksUnder } from '../../helpers/leaks.js';
-import { ServerProc, tail } from './server.js';
+import { ServerProc, tail } from '../../helpers/server.js';
 import { DiffClient, LAYER_FILES, storeLayer } from './layer.js';
 import { imagesDirOf } from '../../../src/backends/blockfile/layout.js';
 
