@@ -430,7 +430,7 @@ export async function runCrashCampaign(o: CrashOptions): Promise<CrashFigures> {
     }
   }
 
-  function withMount<T>(m: MountMsg, ro: boolean, fn: (dir: string) => T): T {
+  function withMount<T>(m: Pick<MountMsg, 'type' | 'source' | 'options'>, ro: boolean, fn: (dir: string) => T): T {
     const target = join(mnt, `t${seq}-${rng.int(1e9)}`);
     mkdirSync(target);
     let h: MountHandle | undefined;
