@@ -1,7 +1,7 @@
 // Original file: proto/containerd/services/diff/v1/diff.proto
 
-import type { Descriptor as _containerd_types_Descriptor, Descriptor__Output as _containerd_types_Descriptor__Output } from '../../../types/Descriptor.js';
-import type { Mount as _containerd_types_Mount, Mount__Output as _containerd_types_Mount__Output } from '../../../types/Mount.js';
+import type { Descriptor as _containerd_types_Descriptor, Descriptor__Output as _containerd_types_Descriptor__Output } from '../../../../containerd/types/Descriptor.js';
+import type { Mount as _containerd_types_Mount, Mount__Output as _containerd_types_Mount__Output } from '../../../../containerd/types/Mount.js';
 import type { Any as _google_protobuf_Any, Any__Output as _google_protobuf_Any__Output } from '../../../../google/protobuf/Any.js';
 
 export interface ApplyRequest {
