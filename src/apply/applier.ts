@@ -12,15 +12,15 @@
 import { createHash } from 'node:crypto';
 import fs from 'node:fs/promises';
 import tar from 'tar-stream';
-import { InvalidArgumentError, ResourceExhaustedError, isTsblockError } from '../errdefs.js';
-import { isErrno } from '../../ffi/errno.js';
+import { InvalidArgumentError, isTsblockError } from '../errdefs.js';
+import { fromErrno } from '../sys/errno.js';
 import { decompressLayer } from './decompress.js';
 import { EntryWriter } from './entries.js';
 import { attachRawPax, toEntryMeta } from './header.js';
 import { RootResolver } from './paths.js';
 import { SparseWriter } from './sparse.js';
 import { LayerWrites } from './whiteout.js';
-import { faultPoint } from '../core/faults.js';
+import { faultPoint } from '../base/faults.js';
 
 /** ApplyOptions tune applyLayer. */
 export interface ApplyOptions {
@@ -76,7 +76,8 @@ function drainedOrClosed(ex: { on(e: string, f: () => void): unknown; off(e: str
 /** wrapError classifies errors escaping the apply: tar-stream's plain errors mean a malformed layer. */
 function wrapError(err: unknown): unknown {
   if (isTsblockError(err)) return err;
-  if (isErrno(err, 'ENOSPC', 'EDQUOT')) return new ResourceExhaustedError(`applying layer: ${(err as Error).message}`, { cause: err });
+  const typed = fromErrno(err, 'applying layer');
+  if (isTsblockError(typed)) return typed;
   if (err instanceof Error && err.name !== 'AbortError' && (err as { code?: unknown }).code === undefined && !(err instanceof TypeError)) {
     return new InvalidArgumentError(`malformed layer: ${err.message}`, { cause: err });
   }

@@ -14,8 +14,8 @@
 import type { Stats } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { isErrno } from '../../ffi/errno.js';
-import { getXattr, listXattrs } from './syscalls.js';
+import { isErrno } from '../sys/errno.js';
+import { getXattr, listXattrs } from '../sys/nodes.js';
 import { END_OF_ARCHIVE, encodeHeader, padding, type TarHeader } from './tar-writer.js';
 import { WHITEOUT_PREFIX } from './whiteout.js';
 

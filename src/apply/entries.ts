@@ -19,11 +19,11 @@
 
 import fs, { constants } from 'node:fs';
 import { InvalidArgumentError } from '../errdefs.js';
-import { isErrno } from '../../ffi/errno.js';
+import { isErrno } from '../sys/errno.js';
 import type { EntryMeta } from './header.js';
 import { cleanEntryName, joinKey, type RootResolver } from './paths.js';
 import type { SparseWriter } from './sparse.js';
-import { makeNode, setTimes, setTimesFd, setXattr, type Timespec } from './syscalls.js';
+import { makeNode, setTimes, setTimesFd, setXattr, type Timespec } from '../sys/nodes.js';
 import { applyWhiteout, classifyWhiteout, purgeOpaque, removeEntry, type LayerWrites } from './whiteout.js';
 
 /** WriterOptions are the per-apply switches of EntryWriter. */

@@ -12,7 +12,7 @@ import type { Extract, Header } from 'tar-stream';
 /** Headers is tar-stream's header as it really arrives (type may be null for unknown typeflags). */
 type Headers = Omit<Header, 'type'> & { type: Header['type'] | string | null };
 import { InternalError, InvalidArgumentError } from '../errdefs.js';
-import type { Timespec } from './syscalls.js';
+import type { Timespec } from '../sys/nodes.js';
 
 /** PaxRecords maps PAX keys to their raw value bytes. */
 export type PaxRecords = Map<string, Buffer>;

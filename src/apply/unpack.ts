@@ -16,7 +16,7 @@ import { LABEL_SNAPSHOT_REF } from '../snapshots/labels.js';
 import type { Info, SnapshotOpts } from '../snapshots/snapshotter.js';
 import { Kind } from '../snapshots/snapshotter.js';
 import { withTempMount } from '../sys/mount.js';
-import { faultPoint } from '../core/faults.js';
+import { faultPoint } from '../base/faults.js';
 import { applyLayer, type ApplyOptions, type ApplyResult, type LayerSource } from './applier.js';
 
 /** UnpackTarget is the part of a Snapshotter that unpacking needs. */
@@ -40,7 +40,7 @@ export interface MountApplyOptions extends ApplyOptions {
  */
 export async function applyToMounts(mounts: Mount[], layer: LayerSource, opts: MountApplyOptions = {}): Promise<ApplyResult> {
   const { mountParent, ...applyOpts } = opts;
-  // Fault points (src/core/faults.ts): the crash tests kill the server with
+  // Fault points (src/base/faults.ts): the crash tests kill the server with
   // the snapshot mounted, between two entries (apply:entry, in the applier),
   // after the last entry and after the unmount.
   const res = await withTempMount(

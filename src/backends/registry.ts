@@ -1,13 +1,13 @@
 // registry maps a backend name to its factory, so the daemon, the CLI and the
 // tests build backends the same way from one config shape.
 
-import type { Backend } from './backend.js';
+import type { Backend } from '../core/backend.js';
 import { BlockfileBackend, DEFAULT_BASE_SIZE } from './blockfile/blockfile.js';
 import { InvalidArgumentError } from '../errdefs.js';
 import { XfsFileStore } from './blockfile/store.js';
 import { blockfileLayout, type StoreMode } from './blockfile/layout.js';
 export { STORE_MODES, type StoreMode } from './blockfile/layout.js';
-import type { CoreLogger } from '../core/snapshotter.js';
+import type { CoreLogger } from '../base/log.js';
 import type { MetaStore } from '../storage/metastore.js';
 import type { Migration } from '../storage/schema.js';
 import type { MinFree } from '../core/space.js';

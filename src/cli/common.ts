@@ -7,11 +7,11 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { connect } from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import { findInstance, loadConfig, type FlagValues, type InstanceConfig, type TsblockConfig } from '../config/index.js';
-import { snapshotsClientConstructor } from '../server/service.js';
+import { snapshotsClientConstructor } from '../proto/load.js';
 import { lockExclusive } from '../sys/lock.js';
 import { join } from 'node:path';
 import { UnavailableError } from '../errdefs.js';
-import { formatSize } from '../daemon/size.js';
+import { formatSize } from '../base/size.js';
 
 /** Io is where a verb writes; tests pass buffers, main passes the process streams. */
 export interface Io {

@@ -6,7 +6,7 @@
 import { openSnapshotter, type OpenedSnapshotter } from '../daemon/open.js';
 import { instanceServeOptions } from '../daemon/run.js';
 import type { InstanceConfig } from '../config/types.js';
-import type { CoreLogger } from '../core/snapshotter.js';
+import type { CoreLogger } from '../base/log.js';
 
 /** withOffline opens inst's root under its lock, runs fn, and closes it (releasing the lock). */
 export async function withOffline<T>(inst: InstanceConfig, fn: (o: OpenedSnapshotter) => Promise<T>, log: CoreLogger = () => {}): Promise<T> {

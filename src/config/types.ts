@@ -3,7 +3,7 @@
 // Sizes are bytes here; the file and flags accept "10G"-style strings.
 
 import type { BackendName } from '../backends/registry.js';
-import type { LogLevel } from '../daemon/log.js';
+import type { LogLevel } from '../base/log.js';
 import type { MinFree } from '../core/space.js';
 import type { StoreMode } from '../backends/blockfile/layout.js';
 

@@ -23,14 +23,14 @@
 //     lost, which NORMAL allows anyway.
 // containerd then sees the layer missing and unpacks it again.
 
-import type { Backend, BackendSnapshot } from '../backends/backend.js';
+import type { Backend, BackendSnapshot } from './backend.js';
 import { errorMessage } from '../errdefs.js';
 import { Kind } from '../snapshots/snapshotter.js';
 import type { MetaStore } from '../storage/metastore.js';
 import type { SnapshotRows } from '../storage/snapshots.js';
 import { UnflushedRows } from '../storage/unflushed.js';
-import { faultPoint } from './faults.js';
-import type { CoreLogger } from './snapshotter.js';
+import { faultPoint } from '../base/faults.js';
+import type { CoreLogger } from '../base/log.js';
 
 /** Flushes runs and tracks the deferred flushes of one snapshotter. */
 export class Flushes {

@@ -2,7 +2,7 @@
 // rules in tsblock, over any Backend. It owns keys, parents, kinds, labels
 // and timestamps in SQLite; the backend owns the bytes.
 //
-// Transaction shape of each operation (see backends/backend.ts):
+// Transaction shape of each operation (see core/backend.ts):
 //   prepare/view  tx: validate + insert `creating` row → backend.create →
 //                 tx: mark ready (on failure: tx delete row, backend.destroy)
 //   commit        backend.commit (usage) → tx: re-validate + rename [+ unflushed row]
@@ -12,17 +12,15 @@
 // A crash between two steps leaves either a `creating` row or storage no row
 // owns; open() reconciles both before the first request is served.
 
-import type { Backend, BackendSnapshot, CleanupReport } from '../backends/backend.js';
+import type { Backend, BackendSnapshot, CleanupReport } from './backend.js';
 import {
   AlreadyExistsError,
   FailedPreconditionError,
   InvalidArgumentError,
   NotFoundError,
-  ResourceExhaustedError,
   errorMessage,
-  isTsblockError,
 } from '../errdefs.js';
-import { isErrno } from '../../ffi/errno.js';
+import { fromErrno } from '../sys/errno.js';
 import { parseFilters } from '../snapshots/filters.js';
 import { validateKey } from '../snapshots/keys.js';
 import { LABEL_SEED, LABEL_SNAPSHOT_REF, parseSizeLabel, validateLabels } from '../snapshots/labels.js';
@@ -30,18 +28,18 @@ import type { Mount } from '../snapshots/mount.js';
 import { Kind, type Info, type SnapshotOpts, type Snapshotter, type Usage } from '../snapshots/snapshotter.js';
 import type { MetaStore } from '../storage/metastore.js';
 import { INODES_UNCOUNTED, SnapshotRows, now, type SnapshotRow } from '../storage/snapshots.js';
+import type { CoreLogger } from '../base/log.js';
 import { currentBootId } from './boot.js';
 import { Flushes } from './durability.js';
+import { updatedLabels } from './update.js';
 import { Gate } from './gate.js';
 import { KeyLock } from './keylock.js';
-import { faultPoint } from './faults.js';
+import { faultPoint } from '../base/faults.js';
 import { checkSpace, DEFAULT_MIN_FREE, guardOn, hasRoom, type MinFree } from './space.js';
 
 /** uncounted tells a committed row whose inodes its backend left to the first Usage. */
 const uncounted = (row: SnapshotRow): boolean => row.kind === Kind.Committed && row.inodes === INODES_UNCOUNTED;
 
-/** CoreLogger receives one structured record per notable event. */
-export type CoreLogger = (level: 'debug' | 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) => void;
 
 /** CoreOptions wire a store and a backend into a snapshotter. */
 export interface CoreOptions {
@@ -119,25 +117,7 @@ export class CoreSnapshotter implements Snapshotter {
     return this.locks.run([info.name], async () =>
       this.store.write(() => {
         const row = this.mustGet(info.name);
-        const labels = this.rows.labels(row.id);
-        const given = info.labels ?? {};
-        let next: Record<string, string>;
-        if (fieldpaths.length === 0) {
-          next = { ...given };
-        } else {
-          next = { ...labels };
-          for (const path of fieldpaths) {
-            if (path.startsWith('labels.')) {
-              next[path.slice('labels.'.length)] = given[path.slice('labels.'.length)] ?? '';
-            } else if (path === 'labels') {
-              next = { ...given };
-            } else {
-              throw new InvalidArgumentError(`cannot update ${JSON.stringify(path)} field on snapshot ${JSON.stringify(info.name)}`);
-            }
-          }
-        }
-        for (const [k, v] of Object.entries(next)) if (v === '') delete next[k];
-        validateLabels(next);
+        const next = updatedLabels(info.name, this.rows.labels(row.id), info.labels ?? {}, fieldpaths);
         this.rows.writeLabels(row.id, next);
         this.rows.touch(row.id, now());
         return this.rows.info(this.mustGet(info.name));
@@ -400,15 +380,12 @@ export class CoreSnapshotter implements Snapshotter {
     return { id: row.id, key: row.key, kind: row.kind, parent: row.parentId === null ? undefined : { id: row.parentId } };
   }
 
-  /** wrap turns raw kernel errors callers can act on into typed ones. */
+  /** wrap turns raw kernel errors callers can act on into typed ones (sys/errno.ts). */
   private async wrap<T>(fn: () => Promise<T>): Promise<T> {
     try {
       return await fn();
     } catch (err) {
-      if (!isTsblockError(err) && isErrno(err, 'ENOSPC', 'EDQUOT')) {
-        throw new ResourceExhaustedError(`no space left for snapshot storage: ${errorMessage(err)}`, { cause: err });
-      }
-      throw err;
+      throw fromErrno(err, 'snapshot storage');
     }
   }
 }

@@ -10,17 +10,8 @@
 
 import { EventEmitter } from 'node:events';
 import { InvalidArgumentError, ResourceExhaustedError } from '../errdefs.js';
-import { parseSize, formatSize } from '../daemon/size.js';
-
-/** FreeSpace is what a backend reports about the storage new snapshots use. */
-export interface FreeSpace {
-  /** free is bytes available to tsblock (statfs f_bavail, or the pool's free data). */
-  free: number;
-  /** total is the storage's size in bytes. */
-  total: number;
-  /** what names the storage for messages ("filesystem under /var/lib/tsblock", "thin-pool X"). */
-  what: string;
-}
+import { parseSize, formatSize } from '../base/size.js';
+import type { FreeSpace } from './backend.js';
 
 /** MinFree is the reserve: an absolute byte count and/or a percentage of the total (the larger wins). */
 export interface MinFree {

@@ -2,10 +2,7 @@
 // record per event with the operation, the key and the duration where known.
 
 import { pino, type Logger } from 'pino';
-import type { CoreLogger } from '../core/snapshotter.js';
-
-/** LogLevel is what --log-level accepts. */
-export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
+import type { CoreLogger, LogLevel } from '../base/log.js';
 
 /** createLogger returns a pino logger writing JSON to stderr. */
 export function createLogger(level: LogLevel = 'info'): Logger {

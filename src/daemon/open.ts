@@ -3,8 +3,9 @@
 
 import { mkdirSync, chmodSync, closeSync, existsSync, openSync } from 'node:fs';
 import { join } from 'node:path';
-import { CoreSnapshotter, type CoreLogger } from '../core/snapshotter.js';
-import { MetaStore } from '../storage/metastore.js';
+import type { CoreLogger } from '../base/log.js';
+import { CoreSnapshotter } from '../core/snapshotter.js';
+import { MetaStore, metadataPath } from '../storage/metastore.js';
 import { loadBackendModule, type BackendSettings } from '../backends/registry.js';
 import { lockExclusive, type FileLock } from '../sys/lock.js';
 import { DEFAULT_MIN_FREE, describeMinFree } from '../core/space.js';
@@ -13,11 +14,6 @@ import { DEFAULT_MIN_FREE, describeMinFree } from '../core/space.js';
 export interface OpenedSnapshotter {
   snapshotter: CoreSnapshotter;
   close(): Promise<void>;
-}
-
-/** metadataPath is where a root keeps its SQLite database. */
-export function metadataPath(root: string): string {
-  return join(root, 'metadata.db');
 }
 
 /** openSnapshotter locks `root` (one daemon per root) and opens everything under it. */

@@ -16,7 +16,7 @@ import {
 } from '../errdefs.js';
 import type { UnpackTarget } from '../apply/unpack.js';
 import { infoFromProto, mountFromProto, type PbInfo, type PbMount } from '../server/convert.js';
-import { snapshotsClientConstructor } from '../server/service.js';
+import { snapshotsClientConstructor } from '../proto/load.js';
 import type { Mount } from '../snapshots/mount.js';
 import type { Info, SnapshotOpts } from '../snapshots/snapshotter.js';
 

@@ -8,7 +8,7 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 import { spaceEvents, type LowSpaceEvent } from '../core/space.js';
 import type { MetaStore } from '../storage/metastore.js';
 import type { InstanceConfig } from '../config/types.js';
-import { listEntries, poolSpace, rootSpace } from '../daemon/inspect.js';
+import { listEntries, poolSpace, rootSpace } from '../inspect/inspect.js';
 
 /** RPC_BUCKETS are latency buckets in seconds: a Prepare is ~ms (reflink) to seconds (mkfs, sparse copy). */
 export const RPC_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];

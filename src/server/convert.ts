@@ -1,41 +1,29 @@
 // convert maps between tsblock's types and the plain objects
 // @grpc/proto-loader produces and accepts for containerd's messages
 // (options keepCase, longs: Number, enums: Number, defaults: true). Field
-// names here are the proto's snake_case names; that is the wire contract.
+// names here are the proto's snake_case names; that is the wire contract,
+// and the Pb* types are the ones generated from proto/ (src/proto/gen).
 
 import { InvalidArgumentError } from '../errdefs.js';
 import type { Mount } from '../snapshots/mount.js';
 import { Kind, type Info, type Timestamp, type Usage } from '../snapshots/snapshotter.js';
+import type { Timestamp__Output } from '../proto/gen/google/protobuf/Timestamp.js';
+import type { Info__Output } from '../proto/gen/containerd/services/snapshots/v1/Info.js';
+import type { Kind__Output } from '../proto/gen/containerd/services/snapshots/v1/Kind.js';
+import type { Mount__Output } from '../proto/gen/containerd/types/Mount.js';
+import type { UsageResponse__Output } from '../proto/gen/containerd/services/snapshots/v1/UsageResponse.js';
 
 /** PbTimestamp is google.protobuf.Timestamp as proto-loader decodes it. */
-export interface PbTimestamp {
-  seconds: number;
-  nanos: number;
-}
+export type PbTimestamp = Timestamp__Output;
 
 /** PbInfo is containerd.services.snapshots.v1.Info as proto-loader decodes it. */
-export interface PbInfo {
-  name: string;
-  parent: string;
-  kind: number;
-  created_at: PbTimestamp | null;
-  updated_at: PbTimestamp | null;
-  labels: Record<string, string>;
-}
+export type PbInfo = Info__Output;
 
 /** PbMount is containerd.types.Mount as proto-loader decodes it. */
-export interface PbMount {
-  type: string;
-  source: string;
-  target: string;
-  options: string[];
-}
+export type PbMount = Mount__Output;
 
 /** PbUsage is containerd.services.snapshots.v1.UsageResponse. */
-export interface PbUsage {
-  size: number;
-  inodes: number;
-}
+export type PbUsage = UsageResponse__Output;
 
 const NANOS = 1_000_000_000;
 
@@ -52,8 +40,8 @@ export function timestampFromProto(t: PbTimestamp | null | undefined): Timestamp
 }
 
 /** kindToProto is the identity on the numbers (Kind mirrors the proto enum); it exists to name the seam. */
-export function kindToProto(kind: Kind): number {
-  return kind;
+export function kindToProto(kind: Kind): Kind__Output {
+  return kind as number as Kind__Output;
 }
 
 /** kindFromProto rejects numbers that are not a containerd Kind. */

@@ -26,11 +26,8 @@ import * as grpc from '@grpc/grpc-js';
 import { assertDigest } from '../apply/chain.js';
 import { errorMessage, InvalidArgumentError, NotFoundError } from '../errdefs.js';
 import { mountFromProto, type PbMount } from './convert.js';
-import { loadProto } from './service.js';
 import { statusCode, toServiceError } from './status.js';
-
-/** DIFF_PROTO is the Diff service's file, relative to the proto/ include dir. */
-export const DIFF_PROTO = 'containerd/services/diff/v1/diff.proto';
+import type { DiffHandlers } from '../proto/gen/containerd/services/diff/v1/Diff.js';
 
 /** DEFAULT_CONTENT_DIRS are where containerd's local content store keeps blobs by default. */
 export const DEFAULT_CONTENT_DIRS = ['/var/lib/containerd/io.containerd.content.v1.content'];
@@ -45,17 +42,6 @@ export interface DiffServiceOptions {
   mountParent?: string;
 }
 
-/** diffClientConstructor is the generated client class for the Diff service (tests, CLI). */
-export function diffClientConstructor(): grpc.ServiceClientConstructor {
-  const pkg = loadProto(DIFF_PROTO) as any;
-  return pkg.containerd.services.diff.v1.Diff as grpc.ServiceClientConstructor;
-}
-
-/** loadDiffService returns containerd.services.diff.v1.Diff for server.addService. */
-export function loadDiffService(): grpc.ServiceDefinition {
-  return diffClientConstructor().service;
-}
-
 /** findBlob returns the path of digest in the first directory holding it. */
 export function findBlob(dirs: string[], digest: string): string {
   assertDigest(digest, 'layer digest');
@@ -66,8 +52,6 @@ export function findBlob(dirs: string[], digest: string): string {
   }
   throw new NotFoundError(`content ${digest}: not found in ${dirs.join(', ')} (a proxy differ reads blobs from disk; see docs/applier.md)`);
 }
-
-type Request = Record<string, any>;
 
 /** verifiedStream reads a blob and fails at its end when its digest is not `digest`. */
 function verifiedStream(file: string, digest: string): NodeJS.ReadableStream {
@@ -86,11 +70,14 @@ function verifiedStream(file: string, digest: string): NodeJS.ReadableStream {
   return fs.createReadStream(file, { highWaterMark: 1 << 20 }).on('error', (e) => check.destroy(e)).pipe(check);
 }
 
-/** diffHandlers implements Apply and Diff; log receives one line per failure. */
-export function diffHandlers(o: DiffServiceOptions, log: (line: object) => void): grpc.UntypedServiceImplementation {
+/**
+ * diffHandlers implements Apply and Diff; log receives one line per failure.
+ * Requests and responses are the types generated from proto/ (DiffHandlers).
+ */
+export function diffHandlers(o: DiffServiceOptions, log: (line: object) => void): DiffHandlers {
   const dirs = [o.blobDir, ...(o.contentDirs ?? DEFAULT_CONTENT_DIRS)];
-  const unary = (rpc: string, fn: (req: Request) => Promise<object>) =>
-    (call: grpc.ServerUnaryCall<Request, object>, callback: grpc.sendUnaryData<object>): void => {
+  const unary = <Req, Res>(rpc: string, fn: (req: NoInfer<Partial<Req>>) => Promise<Res>) =>
+    (call: grpc.ServerUnaryCall<Req, Res>, callback: grpc.sendUnaryData<Res>): void => {
       Promise.resolve()
         .then(() => fn(call.request ?? {}))
         .then(

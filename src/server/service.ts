@@ -4,18 +4,14 @@
 // field of each request names the proxy plugin on containerd's side; one
 // tsblock process serves one snapshotter, so it is accepted whatever it says.
 
-import { existsSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
-import * as protoLoader from '@grpc/proto-loader';
 import { errorMessage, InvalidArgumentError } from '../errdefs.js';
 import type { Info, SnapshotOpts, Snapshotter } from '../snapshots/snapshotter.js';
 import { infoFromProto, infoToProto, labelsFromProto, mountToProto, usageToProto, type PbInfo } from './convert.js';
 import { statusCode, toServiceError } from './status.js';
-
-/** SNAPSHOTS_PROTO is the service's file, relative to the proto/ include dir. */
-export const SNAPSHOTS_PROTO = 'containerd/services/snapshots/v1/snapshots.proto';
+import type { SnapshotsHandlers } from '../proto/gen/containerd/services/snapshots/v1/Snapshots.js';
+import type { ListSnapshotsRequest__Output } from '../proto/gen/containerd/services/snapshots/v1/ListSnapshotsRequest.js';
+import type { ListSnapshotsResponse } from '../proto/gen/containerd/services/snapshots/v1/ListSnapshotsResponse.js';
 
 /** LIST_BATCH_MAX_ITEMS caps the Info messages in one ListSnapshotsResponse. */
 export const LIST_BATCH_MAX_ITEMS = 100;
@@ -35,47 +31,16 @@ export interface LogLine {
   error: string;
 }
 
-/** protoDir finds <package root>/proto from this module, both from src/ and from dist/src/. */
-export function protoDir(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (;;) {
-    if (existsSync(join(dir, 'proto', 'containerd'))) return join(dir, 'proto');
-    const up = dirname(dir);
-    if (up === dir) throw new Error(`cannot find proto/containerd above ${fileURLToPath(import.meta.url)}`);
-    dir = up;
-  }
-}
+/** ListCall is the server side of the List stream. */
+type ListCall = grpc.ServerWritableStream<ListSnapshotsRequest__Output, ListSnapshotsResponse>;
 
-/** LOADER_OPTIONS are the proto-loader options convert.ts is written against. */
-export const LOADER_OPTIONS: protoLoader.Options = {
-  keepCase: true,
-  longs: Number,
-  enums: Number,
-  defaults: true,
-  oneofs: true,
-};
-
-/** loadProto loads one file under proto/ (e.g. SNAPSHOTS_PROTO) into a grpc package object. */
-export function loadProto(file: string): grpc.GrpcObject {
-  const def = protoLoader.loadSync(file, { ...LOADER_OPTIONS, includeDirs: [protoDir()] });
-  return grpc.loadPackageDefinition(def);
-}
-
-/** snapshotsClientConstructor is the generated client class for the Snapshots service (tests, CLI). */
-export function snapshotsClientConstructor(): grpc.ServiceClientConstructor {
-  const pkg = loadProto(SNAPSHOTS_PROTO) as any;
-  return pkg.containerd.services.snapshots.v1.Snapshots as grpc.ServiceClientConstructor;
-}
-
-/** loadSnapshotsService returns containerd.services.snapshots.v1.Snapshots for server.addService. */
-export function loadSnapshotsService(): grpc.ServiceDefinition {
-  return snapshotsClientConstructor().service;
-}
-
-type Request = Record<string, any>;
-
-/** snapshotsHandlers implements every Snapshots RPC over sn; log receives one line per failure. */
-export function snapshotsHandlers(sn: Snapshotter, log: (line: object) => void): grpc.UntypedServiceImplementation {
+/**
+ * snapshotsHandlers implements every Snapshots RPC over sn; log receives one
+ * line per failure. Requests and responses are the types generated from
+ * proto/ (SnapshotsHandlers), so a handler that drifts from the wire schema
+ * does not compile.
+ */
+export function snapshotsHandlers(sn: Snapshotter, log: (line: object) => void): SnapshotsHandlers {
   const fail = (rpc: string, key: string | undefined, err: unknown): grpc.ServiceError => {
     const se = toServiceError(err);
     const line: LogLine = { msg: `${rpc} failed`, rpc, code: grpc.status[statusCode(err)] ?? 'UNKNOWN', error: errorMessage(err) };
@@ -85,9 +50,11 @@ export function snapshotsHandlers(sn: Snapshotter, log: (line: object) => void):
   };
 
   /** unary wraps one request → response function; keyOf names the object for the log line. */
-  const unary = (rpc: string, keyOf: (req: Request) => string | undefined, fn: (req: Request) => Promise<object>) =>
-    (call: grpc.ServerUnaryCall<Request, object>, callback: grpc.sendUnaryData<object>): void => {
-      const req = call.request ?? {};
+  const unary = <Req, Res>(rpc: string, keyOf: (req: NoInfer<Partial<Req>>) => string | undefined, fn: (req: NoInfer<Partial<Req>>) => Promise<Res>) =>
+    (call: grpc.ServerUnaryCall<Req, Res>, callback: grpc.sendUnaryData<Res>): void => {
+      // A request proto-loader decoded always has every field (defaults: true);
+      // Partial keeps the handlers honest about hand-made calls in tests.
+      const req: Partial<Req> = call.request ?? {};
       Promise.resolve()
         .then(() => fn(req))
         .then(
@@ -96,46 +63,46 @@ export function snapshotsHandlers(sn: Snapshotter, log: (line: object) => void):
         );
     };
 
-  const byKey = (req: Request): string | undefined => req.key;
+  const byKey = (req: { key?: string }): string | undefined => req.key;
 
   return {
     Prepare: unary('Prepare', byKey, async (req) => {
-      const mounts = await sn.prepare(required(req, 'key'), str(req.parent), opts(req));
+      const mounts = await sn.prepare(required(req.key, 'key'), str(req.parent), opts(req));
       return { mounts: mounts.map(mountToProto) };
     }),
     View: unary('View', byKey, async (req) => {
-      const mounts = await sn.view(required(req, 'key'), str(req.parent), opts(req));
+      const mounts = await sn.view(required(req.key, 'key'), str(req.parent), opts(req));
       return { mounts: mounts.map(mountToProto) };
     }),
     Mounts: unary('Mounts', byKey, async (req) => {
-      const mounts = await sn.mounts(required(req, 'key'));
+      const mounts = await sn.mounts(required(req.key, 'key'));
       return { mounts: mounts.map(mountToProto) };
     }),
     Commit: unary('Commit', (req) => `${str(req.key)} -> ${str(req.name)}`, async (req) => {
-      await sn.commit(required(req, 'name'), required(req, 'key'), opts(req));
+      await sn.commit(required(req.name, 'name'), required(req.key, 'key'), opts(req));
       return {};
     }),
     Remove: unary('Remove', byKey, async (req) => {
-      await sn.remove(required(req, 'key'));
+      await sn.remove(required(req.key, 'key'));
       return {};
     }),
     Stat: unary('Stat', byKey, async (req) => {
-      return { info: infoToProto(await sn.stat(required(req, 'key'))) };
+      return { info: infoToProto(await sn.stat(required(req.key, 'key'))) };
     }),
     Update: unary('Update', (req) => req.info?.name, async (req) => {
-      const info = infoFromProto(req.info as PbInfo | null);
+      const info = infoFromProto(req.info as PbInfo | null | undefined);
       if (info.name === '') throw new InvalidArgumentError('info.name is required');
       const paths: unknown = req.update_mask?.paths;
       const fieldpaths = Array.isArray(paths) ? paths.map(String) : [];
       const updated = await sn.update(info, fieldpaths.length > 0 ? fieldpaths : undefined);
       return { info: infoToProto(updated) };
     }),
-    Usage: unary('Usage', byKey, async (req) => usageToProto(await sn.usage(required(req, 'key')))),
+    Usage: unary('Usage', byKey, async (req) => usageToProto(await sn.usage(required(req.key, 'key')))),
     Cleanup: unary('Cleanup', () => undefined, async () => {
       await sn.cleanup();
       return {};
     }),
-    List: (call: grpc.ServerWritableStream<Request, object>): void => {
+    List: (call: ListCall): void => {
       const filters: string[] = Array.isArray(call.request?.filters) ? call.request.filters.map(String) : [];
       listSnapshots(sn, filters, call).then(
         () => call.end(),
@@ -152,7 +119,7 @@ export function snapshotsHandlers(sn: Snapshotter, log: (line: object) => void):
 const cancelled = new Error('client cancelled List');
 
 /** listSnapshots streams the walk in batches bounded by count and approximate size, honouring backpressure. */
-async function listSnapshots(sn: Snapshotter, filters: string[], call: grpc.ServerWritableStream<Request, object>): Promise<void> {
+async function listSnapshots(sn: Snapshotter, filters: string[], call: ListCall): Promise<void> {
   let batch: ReturnType<typeof infoToProto>[] = [];
   let bytes = 0;
   const flush = async (): Promise<void> => {
@@ -173,7 +140,7 @@ async function listSnapshots(sn: Snapshotter, filters: string[], call: grpc.Serv
 }
 
 /** drained waits until the stream can take more, or rejects when the client cancels. */
-function drained(call: grpc.ServerWritableStream<Request, object>): Promise<void> {
+function drained(call: ListCall): Promise<void> {
   return new Promise((resolve, reject) => {
     const onDrain = (): void => {
       call.off('cancelled', onCancel);
@@ -195,7 +162,7 @@ function approxSize(info: Info): number {
   return n;
 }
 
-function opts(req: Request): SnapshotOpts {
+function opts(req: { labels?: Record<string, string> }): SnapshotOpts {
   return { labels: labelsFromProto(req.labels) };
 }
 
@@ -203,13 +170,13 @@ function str(v: unknown): string {
   return typeof v === 'string' ? v : '';
 }
 
-function required(req: Request, field: string): string {
-  const v = str(req[field]);
+function required(value: unknown, field: string): string {
+  const v = str(value);
   if (v === '') throw new InvalidArgumentError(`${field} must not be empty`);
   return v;
 }
 
-function safeKey(keyOf: (req: Request) => string | undefined, req: Request): string | undefined {
+function safeKey<Req>(keyOf: (req: Req) => string | undefined, req: Req): string | undefined {
   try {
     const k = keyOf(req);
     return typeof k === 'string' ? k : undefined;

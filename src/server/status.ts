@@ -4,7 +4,7 @@
 // errdefs → gRPC table exactly; the message travels as the status details.
 
 import { Metadata, status as Status, type ServiceError } from '@grpc/grpc-js';
-import { isErrno } from '../../ffi/errno.js';
+import { fromErrno } from '../sys/errno.js';
 import { errorMessage, isTsblockError, type ErrorCode } from '../errdefs.js';
 
 const codes: Record<ErrorCode, Status> = {
@@ -19,15 +19,14 @@ const codes: Record<ErrorCode, Status> = {
 };
 
 /**
- * statusCode is the gRPC status for any thrown value. Raw kernel errors a
- * caller can act on get their meaning (EBUSY: a device or image still in use,
+ * statusCode is the gRPC status for any thrown value. A raw kernel error that
+ * reached the edge gets its typed meaning from sys/errno.ts first (EBUSY:
  * FailedPrecondition, which containerd's GC logs and goes past; ENOSPC/EDQUOT:
  * ResourceExhausted); anything else untyped is UNKNOWN.
  */
 export function statusCode(err: unknown): Status {
-  if (isTsblockError(err)) return codes[err.code] ?? Status.UNKNOWN;
-  if (isErrno(err, 'EBUSY')) return Status.FAILED_PRECONDITION;
-  if (isErrno(err, 'ENOSPC', 'EDQUOT')) return Status.RESOURCE_EXHAUSTED;
+  const typed = fromErrno(err);
+  if (isTsblockError(typed)) return codes[typed.code] ?? Status.UNKNOWN;
   return Status.UNKNOWN;
 }
 

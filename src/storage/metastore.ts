@@ -8,9 +8,14 @@
 
 import Database from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { dirname, join } from 'node:path';
 import { InternalError } from '../errdefs.js';
 import { migrate, type Migration } from './schema.js';
+
+/** metadataPath is where a root keeps its SQLite database. */
+export function metadataPath(root: string): string {
+  return join(root, 'metadata.db');
+}
 
 /** Tx is the handle a transaction callback receives; it is the database, inside a transaction. */
 export type Tx = Database.Database;

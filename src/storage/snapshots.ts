@@ -6,7 +6,7 @@
 import type Database from 'better-sqlite3';
 import { Kind, type Info, type Timestamp } from '../snapshots/snapshotter.js';
 
-/** SnapshotState marks rows whose storage is still being made (see backends/backend.ts). */
+/** SnapshotState marks rows whose storage is still being made (see core/backend.ts). */
 export type SnapshotState = 'creating' | 'ready';
 
 /** SnapshotRow is one stored snapshot. */

@@ -1,32 +1,25 @@
 // dm is tsblock's device-mapper client: typed verbs over the DM_* ioctls on
 // /dev/mapper/control (no dmsetup, no libdevmapper). Kernel errnos become
-// the typed errors callers act on: an unknown name is NotFoundError, a name
-// in use AlreadyExistsError, a device still open FailedPreconditionError.
-//
-// Nodes: the kernel only creates /dev/dm-<minor> (devtmpfs, and only once a
-// table is loaded); /dev/mapper/<name> is normally udev's job. Containers
-// and minimal VMs run no udev (the DM_DISABLE_UDEV=1 setups), so resume()
-// makes the node itself with mknod and removeDevice() deletes it.
+// the typed errors callers act on (sys/errno.ts, fromDmErrno): an unknown
+// name is NotFoundError, a name in use AlreadyExistsError, a device still
+// open FailedPreconditionError. The control node and the ioctl loop are in
+// dm-control.ts; the /dev/mapper/<name> nodes (made here when no udev runs)
+// in dm-nodes.ts.
 
 import fs from 'node:fs';
 import { setTimeout as delay } from 'node:timers/promises';
-import { ioctlBuffer, ioctlBufferAsync } from '../../ffi/libc.js';
-import { ErrnoError, isErrno } from '../../ffi/errno.js';
-import { BLKDISCARD, S_IFBLK, makedev, mknod } from '../../ffi/fs.js';
+import { ioctlBuffer } from '../../ffi/libc.js';
+import { BLKDISCARD } from '../../ffi/fs.js';
 import { blockDeviceSize } from './blockdev.js';
 import {
   DM_NAME_LEN,
   DmCmd,
   DmFlag,
   decodeDataString,
-  decodeDmHeader,
   decodeKernelDev,
   decodeNameList,
   decodeTargetStatus,
-  dmRequest,
-  DM_IOCTL_SIZE,
   align8,
-  encodeDmIoctl,
   encodeTargetMsg,
   encodeTargets,
   type DevNumber,
@@ -34,118 +27,16 @@ import {
   type DmTarget,
   type DmTargetStatus,
 } from '../../ffi/dm.js';
-import { AlreadyExistsError, FailedPreconditionError, NotFoundError, UnavailableError } from '../errdefs.js';
-import { sleepSync } from './sleep.js';
+import { AlreadyExistsError, FailedPreconditionError, NotFoundError } from '../errdefs.js';
+import { dmIoctl, dmIoctlAsync } from './dm-control.js';
+import { devicePath, ensureNode, removeNode } from './dm-nodes.js';
 
 export type { DmTarget, DmTargetStatus, DevNumber } from '../../ffi/dm.js';
+export { DM_CONTROL, DM_DIR, closeControl, dmAvailable } from './dm-control.js';
+export { devicePath } from './dm-nodes.js';
 
-/** DM_CONTROL is the device-mapper control node. */
-export const DM_CONTROL = '/dev/mapper/control';
-/** DM_DIR is where named device nodes live. */
-export const DM_DIR = '/dev/mapper';
-
-const MIN_BUFFER = 16 * 1024;
-const MAX_BUFFER = 16 * 1024 * 1024;
 const REMOVE_TRIES = 20;
 const REMOVE_PAUSE_MS = 50;
-
-let controlFd: number | undefined;
-
-// control opens /dev/mapper/control once per process. A missing node (fresh
-// container /dev) is created from sysfs' misc device number.
-function control(): number {
-  if (controlFd !== undefined) return controlFd;
-  try {
-    controlFd = fs.openSync(DM_CONTROL, fs.constants.O_RDWR);
-  } catch (err) {
-    if (!isErrno(err, 'ENOENT')) throw err;
-    makeControlNode();
-    controlFd = fs.openSync(DM_CONTROL, fs.constants.O_RDWR);
-  }
-  return controlFd;
-}
-
-function makeControlNode(): void {
-  let numbers: string;
-  try {
-    numbers = fs.readFileSync('/sys/class/misc/device-mapper/dev', 'utf8').trim();
-  } catch {
-    throw new UnavailableError(`${DM_CONTROL} is missing and the kernel has no device-mapper (no /sys/class/misc/device-mapper)`);
-  }
-  const [major, minor] = numbers.split(':').map(Number);
-  fs.mkdirSync(DM_DIR, { recursive: true, mode: 0o755 });
-  const S_IFCHR = 0o020000;
-  mknod(DM_CONTROL, S_IFCHR | 0o600, makedev(major!, minor!));
-}
-
-/** dmAvailable tells whether device-mapper works here: it must open the control node (stat is not enough). */
-export function dmAvailable(): boolean {
-  try {
-    control();
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-interface DmCall {
-  header: DmHeader;
-  buf: Buffer;
-}
-
-// HEADER_ONLY are the commands whose answer is the dm_ioctl header alone:
-// their buffer needs no room beyond the request (zeroing and copying 16 KiB
-// per call is measurable under emulation). The rest start at MIN_BUFFER.
-const HEADER_ONLY: ReadonlySet<number> = new Set([DmCmd.VERSION, DmCmd.DEV_CREATE, DmCmd.DEV_REMOVE, DmCmd.DEV_RENAME, DmCmd.DEV_SUSPEND, DmCmd.DEV_STATUS, DmCmd.TABLE_LOAD, DmCmd.TABLE_CLEAR]);
-
-// dmIoctl issues one DM command and grows the buffer while the kernel says
-// its answer did not fit (BUFFER_FULL).
-function dmIoctl(cmd: number, what: string, fields: Parameters<typeof encodeDmIoctl>[0], payload?: Buffer): DmCall {
-  let size = HEADER_ONLY.has(cmd) ? 0 : MIN_BUFFER;
-  for (;;) {
-    const buf = encodeDmIoctl(fields, payload, size);
-    try {
-      ioctlBuffer(control(), dmRequest(cmd), buf, what);
-    } catch (err) {
-      throw mapError(err, what, fields.name);
-    }
-    const header = decodeDmHeader(buf);
-    if ((header.flags & DmFlag.BUFFER_FULL) === 0) return { header, buf };
-    if (size >= MAX_BUFFER) throw new Error(`${what}: answer larger than ${MAX_BUFFER} bytes`);
-    size = Math.max(MIN_BUFFER, size * 2);
-  }
-}
-
-// dmIoctlAsync issues a DM command that answers nothing but its header
-// (create, load, resume, messages without output) on a worker thread, so
-// the event loop keeps serving requests meanwhile. The kernel serialises dm
-// commands itself; callers serialise their own use of one device.
-async function dmIoctlAsync(cmd: number, what: string, fields: Parameters<typeof encodeDmIoctl>[0], payload?: Buffer): Promise<DmHeader> {
-  const buf = encodeDmIoctl(fields, payload, DM_IOCTL_SIZE + align8(payload?.length ?? 0) + 1024);
-  try {
-    await ioctlBufferAsync(control(), dmRequest(cmd), buf, what);
-  } catch (err) {
-    throw mapError(err, what, fields.name);
-  }
-  return decodeDmHeader(buf);
-}
-
-function mapError(err: unknown, what: string, name: string | undefined): unknown {
-  if (!(err instanceof ErrnoError)) return err;
-  const subject = name === undefined ? what : `${what} ${JSON.stringify(name)}`;
-  switch (err.code) {
-    case 'ENXIO':
-    case 'ENODEV':
-    case 'ENODATA':
-      return new NotFoundError(`${subject}: no such device-mapper device or thin id (${err.code})`, { cause: err });
-    case 'EEXIST':
-      return new AlreadyExistsError(`${subject}: already exists`, { cause: err });
-    case 'EBUSY':
-      return new FailedPreconditionError(`${subject}: device is busy`, { cause: err });
-    default:
-      return err;
-  }
-}
 
 /** dmVersion returns the kernel's dm ioctl interface version [major, minor, patch]. */
 export function dmVersion(): [number, number, number] {
@@ -182,11 +73,6 @@ function toInfo(h: DmHeader): DeviceInfo {
     activeTable: (h.flags & DmFlag.ACTIVE_PRESENT) !== 0,
     inactiveTable: (h.flags & DmFlag.INACTIVE_PRESENT) !== 0,
   };
-}
-
-/** devicePath is /dev/mapper/<name>. */
-export function devicePath(name: string): string {
-  return `${DM_DIR}/${name}`;
 }
 
 /** createDevice makes an empty (table-less, suspended) device. */
@@ -361,65 +247,6 @@ export interface DmDevice extends DevNumber {
 export function listDevices(): DmDevice[] {
   const { header, buf } = dmIoctl(DmCmd.LIST_DEVICES, 'DM_LIST_DEVICES', {});
   return decodeNameList(buf, header).map((e) => ({ name: e.name, ...decodeKernelDev(e.dev) }));
-}
-
-function udevManagesNodes(): boolean {
-  if (process.env.DM_DISABLE_UDEV === '1') return false;
-  return fs.existsSync('/run/udev/control');
-}
-
-function nodeMatches(path: string, dev: bigint): boolean {
-  try {
-    const st = fs.statSync(path, { bigint: true });
-    return st.isBlockDevice() && st.rdev === dev;
-  } catch {
-    return false;
-  }
-}
-
-// ensureNode makes /dev/mapper/<name> point at the device's numbers. With
-// udev running (and not disabled) it first gives udev a moment, so the two
-// don't fight over the name; then it creates or fixes the node itself.
-// Without udev (the common case here) a new device's node is one mknod:
-// the stat/unlink checks run only when that finds something in the way.
-function ensureNode(name: string, info: DeviceInfo): void {
-  if (!info.activeTable) return;
-  const path = devicePath(name);
-  const dev = makedev(info.major, info.minor);
-  if (udevManagesNodes()) {
-    for (let i = 0; i < 10 && !nodeMatches(path, dev); i++) sleepSync(20);
-    if (nodeMatches(path, dev)) return;
-  }
-  try {
-    mknod(path, S_IFBLK | 0o660, dev);
-    return;
-  } catch (err) {
-    if (!isErrno(err, 'EEXIST', 'ENOENT')) throw err;
-  }
-  if (nodeMatches(path, dev)) return;
-  fs.mkdirSync(DM_DIR, { recursive: true, mode: 0o755 });
-  try {
-    fs.unlinkSync(path); // stale node from a previous device with this name
-  } catch (err) {
-    if (!isErrno(err, 'ENOENT')) throw err;
-  }
-  mknod(path, S_IFBLK | 0o660, dev);
-}
-
-// removeNode deletes /dev/mapper/<name> (a node or udev's symlink) if present.
-function removeNode(name: string): void {
-  try {
-    fs.unlinkSync(devicePath(name));
-  } catch (err) {
-    if (!isErrno(err, 'ENOENT')) throw err;
-  }
-}
-
-/** closeControl closes the cached control descriptor (tests, shutdown). */
-export function closeControl(): void {
-  if (controlFd === undefined) return;
-  fs.closeSync(controlFd);
-  controlFd = undefined;
 }
 
 /**

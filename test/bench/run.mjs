@@ -221,7 +221,7 @@ const meta = {
   node: process.version,
   quick,
   params: P,
-  note: 'overlayfs and native are containerd's own snapshotters (the Go module version test/versions.env pins as CONTAINERD_2_4) served through refsnapshotter (contrib/snapshotservice), so every peer is reached through the same gRPC path; overlayfs removes asynchronously as containerd does.',
+  note: "overlayfs and native are containerd's own snapshotters (the Go module version test/versions.env pins as CONTAINERD_2_4) served through refsnapshotter (contrib/snapshotservice), so every peer is reached through the same gRPC path; overlayfs removes asynchronously as containerd does.",
 };
 const goalRows = goals(peerResults);
 const out = { meta, skipped, results, ratios: rt, goals: goalRows.map(([goal, value, limit, met]) => ({ goal, value, limit, met })), vm };

@@ -8,7 +8,7 @@ import { MetaStore } from '../../src/storage/metastore.js';
 import { DevmapperBackend, devmapperMigrations, withDefaults, type DevmapperConfig } from '../../src/backends/devmapper/index.js';
 import { allDevices, allocateDevice, isSpareRow } from '../../src/backends/devmapper/devices.js';
 import { Kind } from '../../src/snapshots/snapshotter.js';
-import type { BackendSnapshot } from '../../src/backends/backend.js';
+import type { BackendSnapshot } from '../../src/core/backend.js';
 import { withTempMount } from '../../src/sys/mount.js';
 import { activate, deviceInfo, devicePath, listDevices } from '../../src/sys/dm.js';
 import { createThin, deleteThin, thinTable } from '../../src/sys/dm-thin.js';

@@ -12,7 +12,7 @@ import { detachLoop } from '../../src/sys/loop.js';
 import { withTempMount } from '../../src/sys/mount.js';
 import { TestClient } from '../helpers/client.js';
 import { leaksUnder, loopsUnder } from '../helpers/leaks.js';
-import { ServerProc, tail } from '../integration/reliability/server.js';
+import { ServerProc, tail } from '../helpers/server.js';
 import { listTree } from '../integration/apply/tree.js';
 import { CLI } from './serve-helpers.js';
 import { HAS_DM, SKIP_REASON, removeDevicesWithPrefix, scratchDir } from './helpers.js';

@@ -1,6 +1,6 @@
 // Reconciliation against a real `node dist/cli.js serve --backend devmapper`:
 // the server is killed with SIGKILL in the middle of Prepare, Commit and
-// Remove (at exact steps, through TSBLOCK_DM_CRASH_AT), killed while idle,
+// Remove (at exact steps, through the devmapper:* points of TSBLOCK_FAULT_POINTS), killed while idle,
 // and its pool device is removed by hand (what a reboot does); after every
 // restart the committed snapshots must all be there with their content, and
 // at the end no dm device, loop device or thin id may be left that no
@@ -13,8 +13,9 @@ import { execa } from 'execa';
 import { listDevices, removeDevice } from '../../src/sys/dm.js';
 import { mountOne, releaseMount } from '../../src/sys/mount.js';
 import { attachLoop, detachLoop } from '../../src/sys/loop.js';
-import type { CrashPoint } from '../../src/backends/devmapper/crashpoint.js';
+import { FAULT_ENV, type FaultPointName } from '../../src/base/faults.js';
 import { leaksUnder } from '../helpers/leaks.js';
+import { KIND_ACTIVE, KIND_COMMITTED } from '../helpers/client.js';
 import { HAS_DM, SKIP_REASON, removeDevicesWithPrefix, scratchDir } from './helpers.js';
 import { CLI, Server, SnapClient, type MountMsg } from './serve-helpers.js';
 
@@ -33,9 +34,9 @@ describe.skipIf(skipReason !== '')(`devmapper reconciliation with a real server$
   /** expected is what every committed snapshot must hold: name → file → content. */
   const expected = new Map<string, Record<string, string>>();
 
-  const start = async (crashAt?: CrashPoint): Promise<SnapClient> => {
+  const start = async (crashAt?: FaultPointName): Promise<SnapClient> => {
     client?.close();
-    server = await Server.start({ root, socket, log, env: crashAt ? { TSBLOCK_DM_CRASH_AT: crashAt } : { TSBLOCK_DM_CRASH_AT: '' } });
+    server = await Server.start({ root, socket, log, env: { [FAULT_ENV]: crashAt ?? '' } });
     client = new SnapClient(socket);
     return client;
   };
@@ -68,7 +69,7 @@ describe.skipIf(skipReason !== '')(`devmapper reconciliation with a real server$
   // checkCommitted reads every committed snapshot back through a View.
   const checkCommitted = async (c: SnapClient): Promise<void> => {
     const infos = await c.list();
-    const committed = infos.filter((i) => i.kind === 'COMMITTED').map((i) => i.name);
+    const committed = infos.filter((i) => i.kind === KIND_COMMITTED).map((i) => i.name);
     expect(committed.sort()).toEqual([...expected.keys()].sort());
     for (const [name, files] of expected) {
       const key = `check-${name}-${views}`;
@@ -83,7 +84,7 @@ describe.skipIf(skipReason !== '')(`devmapper reconciliation with a real server$
   };
 
   // crashDuring starts a server that dies at `point`, runs op, and checks it died by SIGKILL.
-  const crashDuring = async (point: CrashPoint, op: (c: SnapClient) => Promise<unknown>): Promise<void> => {
+  const crashDuring = async (point: FaultPointName, op: (c: SnapClient) => Promise<unknown>): Promise<void> => {
     const c = await start(point);
     await expect(op(c)).rejects.toThrow();
     const { signal } = await server!.exited;
@@ -121,12 +122,12 @@ describe.skipIf(skipReason !== '')(`devmapper reconciliation with a real server$
     await server!.kill9();
     const c2 = await start();
     await checkCommitted(c2);
-    expect((await c2.stat('running')).kind).toBe('ACTIVE');
+    expect((await c2.stat('running')).kind).toBe(KIND_ACTIVE);
     await server!.kill9();
   });
 
   it('kill -9 in the middle of Prepare (thin made, row trying): the half-made snapshot is gone after restart', async () => {
-    await crashDuring('create:after-thin', (c) => c.prepare('half', 'c2'));
+    await crashDuring('devmapper:create:after-thin', (c) => c.prepare('half', 'c2'));
     const c = await start();
     await expect(c.stat('half')).rejects.toThrow();
     await checkCommitted(c);
@@ -137,13 +138,13 @@ describe.skipIf(skipReason !== '')(`devmapper reconciliation with a real server$
   });
 
   it('kill -9 in the middle of Commit (before deactivate, and after the backend): the active snapshot commits after restart', async () => {
-    await crashDuring('commit:before-deactivate', async (c) => {
+    await crashDuring('devmapper:commit:before-deactivate', async (c) => {
       withMounted(await c.prepare('a3', 'c2'), (d) => writeFileSync(join(d, 'x'), 'three'));
       await c.commit('c3', 'a3');
     });
-    await crashDuring('commit:after-backend', (c) => c.commit('c3', 'a3'));
+    await crashDuring('devmapper:commit:after-backend', (c) => c.commit('c3', 'a3'));
     const c = await start();
-    expect((await c.stat('a3')).kind).toBe('ACTIVE');
+    expect((await c.stat('a3')).kind).toBe(KIND_ACTIVE);
     withMounted(await c.mounts('a3'), (d) => expect(readFileSync(join(d, 'x'), 'utf8')).toBe('three'));
     await c.commit('c3', 'a3');
     expected.set('c3', { ...expected.get('c2'), x: 'three' });
@@ -152,7 +153,7 @@ describe.skipIf(skipReason !== '')(`devmapper reconciliation with a real server$
   });
 
   it('kill -9 in the middle of Remove (before and after the thin id is deleted): nothing comes back, nothing leaks', async () => {
-    await crashDuring('remove:before-delete-thin', async (c) => {
+    await crashDuring('devmapper:remove:before-delete-thin', async (c) => {
       await c.prepare('gone1', 'c3');
       await c.remove('gone1');
     });
@@ -160,7 +161,7 @@ describe.skipIf(skipReason !== '')(`devmapper reconciliation with a real server$
     await expect(c.stat('gone1')).rejects.toThrow();
     await checkCommitted(c);
     await server!.kill9();
-    await crashDuring('remove:after-delete-thin', async (cc) => {
+    await crashDuring('devmapper:remove:after-delete-thin', async (cc) => {
       await cc.prepare('gone2', 'c1');
       await cc.remove('gone2');
     });

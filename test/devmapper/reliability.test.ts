@@ -1,6 +1,6 @@
 // Reliability on the devmapper backend (runs in the VM with the other
 // test/devmapper files): SIGKILL a real `tsblock serve --backend devmapper`
-// at the r-th core fault point (src/core/faults.ts: inside Prepare, View,
+// at the r-th core fault point (src/base/faults.ts: inside Prepare, View,
 // Commit, Remove, Cleanup and start-up reconciliation), restart it, and
 // check that List agrees with the model (an interrupted request may have
 // happened or not), that every committed snapshot holds exactly its chain's
@@ -31,7 +31,7 @@ import { leaksUnder, loopsUnder } from '../helpers/leaks.js';
 import { detachLoop } from '../../src/sys/loop.js';
 import { CLI } from './serve-helpers.js';
 import { HAS_DM, SKIP_REASON, removeDevicesWithPrefix, scratchDir } from './helpers.js';
-import { ServerProc, tail } from '../integration/reliability/server.js';
+import { ServerProc, tail } from '../helpers/server.js';
 import { recordFigures } from '../integration/reliability/figures.js';
 import { DiffClient, LAYER_FILES, storeLayer } from '../integration/reliability/layer.js';
 import { runLoad } from '../integration/reliability/load-run.js';

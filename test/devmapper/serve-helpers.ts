@@ -1,13 +1,12 @@
 // serve-helpers: a real `node dist/cli.js serve --backend devmapper` child
 // process and a small gRPC client for it, for the reconciliation tests that
 // kill -9 the server and start it again on the same root.
-import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, openSync } from 'node:fs';
-import { connect } from 'node:net';
+import type { ChildProcess } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
-import * as protoLoader from '@grpc/proto-loader';
+import { snapshotsClientConstructor } from '../../src/proto/load.js';
+import { ServerProc } from '../helpers/server.js';
 
 /** REPO is the checkout root. */
 export const REPO = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -25,32 +24,18 @@ export interface MountMsg {
 export interface InfoMsg {
   name: string;
   parent: string;
-  kind: number | string;
+  /** kind is the proto enum number (the shared loader's enums: Number). */
+  kind: number;
 }
 
 type Raw = grpc.Client & Record<string, (...a: unknown[]) => unknown>;
-let service: grpc.ServiceClientConstructor | undefined;
-
-function snapshotsService(): grpc.ServiceClientConstructor {
-  if (service) return service;
-  const def = protoLoader.loadSync('containerd/services/snapshots/v1/snapshots.proto', {
-    keepCase: true,
-    longs: Number,
-    enums: String,
-    defaults: true,
-    includeDirs: [join(REPO, 'proto')],
-  });
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
-  service = (grpc.loadPackageDefinition(def) as any).containerd.services.snapshots.v1.Snapshots as grpc.ServiceClientConstructor;
-  return service;
-}
 
 /** SnapClient calls the Snapshots service the way containerd does (namespace metadata, snapshotter name). */
 export class SnapClient {
   private readonly c: Raw;
   private readonly md = new grpc.Metadata();
   constructor(socket: string, private readonly name = 'tsblock', namespace = 'reconcile') {
-    const S = snapshotsService();
+    const S = snapshotsClientConstructor();
     this.c = new S(`unix://${socket}`, grpc.credentials.createInsecure()) as unknown as Raw;
     this.md.set('containerd-namespace', namespace);
   }
@@ -106,57 +91,45 @@ export interface ServeOptions {
   env?: Record<string, string>;
 }
 
-function canConnect(socket: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = connect(socket);
-    s.once('connect', () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.once('error', () => resolve(false));
-  });
-}
+/** DEVMAPPER_ARGS are the backend flags every devmapper test server runs with. */
+const DEVMAPPER_ARGS = ['--backend', 'devmapper', '--data-size', '1G', '--base-size', '64M'];
 
-/** Server is one running `tsblock serve` child. */
+/** Server is one running `tsblock serve --backend devmapper` child (test/helpers/server.ts's ServerProc). */
 export class Server {
-  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-  private constructor(readonly child: ChildProcess) {
-    this.exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+  private constructor(private readonly proc: ServerProc) {}
+
+  get child(): ChildProcess {
+    return this.proc.child;
+  }
+
+  get exited(): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+    return this.proc.exited;
   }
 
   /** start spawns the server and waits until its socket accepts connections. */
   static async start(o: ServeOptions, timeoutMs = 180_000): Promise<Server> {
-    const fd = openSync(o.log, 'a');
-    const args = [CLI, 'serve', '--backend', 'devmapper', '--root', o.root, '--socket', o.socket, '--data-size', '1G', '--base-size', '64M', ...(o.extraArgs ?? [])];
-    const child = spawn(process.execPath, args, { stdio: ['ignore', fd, fd], env: { ...process.env, ...o.env } });
-    closeSync(fd);
-    const s = new Server(child);
-    let dead = false;
-    void s.exited.then(() => (dead = true));
-    const deadline = Date.now() + timeoutMs;
-    while (Date.now() < deadline) {
-      if (dead) throw new Error(`tsblock serve exited during start-up (log: ${o.log})`);
-      if (existsSync(o.socket) && (await canConnect(o.socket))) return s;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    s.child.kill('SIGKILL');
-    throw new Error(`tsblock serve did not listen on ${o.socket} within ${timeoutMs} ms (log: ${o.log})`);
+    const { proc, state } = await ServerProc.start({
+      root: o.root,
+      socket: o.socket,
+      log: o.log,
+      args: o.extraArgs,
+      env: o.env,
+      timeoutMs,
+      backendArgs: DEVMAPPER_ARGS,
+      quiet: false,
+      hostEnv: true,
+    });
+    if (state === 'died') throw new Error(`tsblock serve exited during start-up (log: ${o.log})`);
+    return new Server(proc);
   }
 
   /** kill9 kills the server with SIGKILL and waits for it. */
-  async kill9(): Promise<void> {
-    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill('SIGKILL');
-    await this.exited;
+  kill9(): Promise<void> {
+    return this.proc.kill9();
   }
 
   /** stop asks the server to exit (SIGTERM) and waits, SIGKILL after timeoutMs. */
-  async stop(timeoutMs = 60_000): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
-    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill('SIGTERM');
-    const t = setTimeout(() => this.child.kill('SIGKILL'), timeoutMs);
-    try {
-      return await this.exited;
-    } finally {
-      clearTimeout(t);
-    }
+  stop(timeoutMs = 60_000): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+    return this.proc.stop(timeoutMs);
   }
 }

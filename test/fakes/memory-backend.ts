@@ -4,7 +4,7 @@
 // test/devmapper. It records calls and can be told to fail, to check that a
 // failed step changes nothing.
 
-import type { Backend, BackendSnapshot, CleanupReport, CommitUsage } from '../../src/backends/backend.js';
+import type { Backend, BackendSnapshot, CleanupReport, CommitUsage } from '../../src/core/backend.js';
 import { Kind, type Usage } from '../../src/snapshots/snapshotter.js';
 import type { Mount } from '../../src/snapshots/mount.js';
 

@@ -1,27 +1,37 @@
 // client is a small promise-based gRPC client for tests, talking to a tsblock
 // server over its unix socket exactly as containerd does (namespace metadata,
-// snapshotter name), built from the same proto files the server loads.
+// snapshotter name), built from the same proto files the server loads. Its
+// typed methods build requests and read responses with the types generated
+// from proto/ (src/proto/gen), so they are checked against the wire schema;
+// `call` stays raw for bad-input tests.
 
 import * as grpc from '@grpc/grpc-js';
-import { snapshotsClientConstructor } from '../../src/server/service.js';
+import { snapshotsClientConstructor } from '../../src/proto/load.js';
+import type { Info__Output } from '../../src/proto/gen/containerd/services/snapshots/v1/Info.js';
+import type { Mount__Output } from '../../src/proto/gen/containerd/types/Mount.js';
+import type { PrepareSnapshotRequest } from '../../src/proto/gen/containerd/services/snapshots/v1/PrepareSnapshotRequest.js';
+import type { PrepareSnapshotResponse__Output } from '../../src/proto/gen/containerd/services/snapshots/v1/PrepareSnapshotResponse.js';
+import type { ViewSnapshotRequest } from '../../src/proto/gen/containerd/services/snapshots/v1/ViewSnapshotRequest.js';
+import type { ViewSnapshotResponse__Output } from '../../src/proto/gen/containerd/services/snapshots/v1/ViewSnapshotResponse.js';
+import type { MountsRequest } from '../../src/proto/gen/containerd/services/snapshots/v1/MountsRequest.js';
+import type { MountsResponse__Output } from '../../src/proto/gen/containerd/services/snapshots/v1/MountsResponse.js';
+import type { CommitSnapshotRequest } from '../../src/proto/gen/containerd/services/snapshots/v1/CommitSnapshotRequest.js';
+import type { RemoveSnapshotRequest } from '../../src/proto/gen/containerd/services/snapshots/v1/RemoveSnapshotRequest.js';
+import type { StatSnapshotRequest } from '../../src/proto/gen/containerd/services/snapshots/v1/StatSnapshotRequest.js';
+import type { StatSnapshotResponse__Output } from '../../src/proto/gen/containerd/services/snapshots/v1/StatSnapshotResponse.js';
+import type { UpdateSnapshotRequest } from '../../src/proto/gen/containerd/services/snapshots/v1/UpdateSnapshotRequest.js';
+import type { UpdateSnapshotResponse__Output } from '../../src/proto/gen/containerd/services/snapshots/v1/UpdateSnapshotResponse.js';
+import type { UsageRequest } from '../../src/proto/gen/containerd/services/snapshots/v1/UsageRequest.js';
+import type { UsageResponse__Output } from '../../src/proto/gen/containerd/services/snapshots/v1/UsageResponse.js';
+import type { CleanupRequest } from '../../src/proto/gen/containerd/services/snapshots/v1/CleanupRequest.js';
+import type { ListSnapshotsRequest } from '../../src/proto/gen/containerd/services/snapshots/v1/ListSnapshotsRequest.js';
+import type { ListSnapshotsResponse__Output } from '../../src/proto/gen/containerd/services/snapshots/v1/ListSnapshotsResponse.js';
 
 /** MountMsg is a mount as the Snapshots service returns it. */
-export interface MountMsg {
-  type: string;
-  source: string;
-  target?: string;
-  options: string[];
-}
+export type MountMsg = Mount__Output;
 
 /** InfoMsg is a snapshot Info as the service returns it (kind as the proto enum number). */
-export interface InfoMsg {
-  name: string;
-  parent: string;
-  kind: number;
-  labels: Record<string, string>;
-  created_at?: { seconds: number; nanos: number } | null;
-  updated_at?: { seconds: number; nanos: number } | null;
-}
+export type InfoMsg = Info__Output;
 
 /** KIND_VIEW, KIND_ACTIVE and KIND_COMMITTED are the proto enum values. */
 export const KIND_VIEW = 1;
@@ -71,43 +81,46 @@ export class TestClient {
   }
 
   async prepare(key: string, parent = '', labels: Record<string, string> = {}): Promise<MountMsg[]> {
-    return (await this.call<{ mounts: MountMsg[] }>('Prepare', { key, parent, labels })).mounts;
+    return (await this.call<PrepareSnapshotResponse__Output>('Prepare', { key, parent, labels } satisfies PrepareSnapshotRequest)).mounts;
   }
   async view(key: string, parent = '', labels: Record<string, string> = {}): Promise<MountMsg[]> {
-    return (await this.call<{ mounts: MountMsg[] }>('View', { key, parent, labels })).mounts;
+    return (await this.call<ViewSnapshotResponse__Output>('View', { key, parent, labels } satisfies ViewSnapshotRequest)).mounts;
   }
   async mounts(key: string): Promise<MountMsg[]> {
-    return (await this.call<{ mounts: MountMsg[] }>('Mounts', { key })).mounts;
+    return (await this.call<MountsResponse__Output>('Mounts', { key } satisfies MountsRequest)).mounts;
   }
   async commit(name: string, key: string, labels: Record<string, string> = {}): Promise<void> {
-    await this.call('Commit', { name, key, labels });
+    await this.call('Commit', { name, key, labels } satisfies CommitSnapshotRequest);
   }
   async remove(key: string): Promise<void> {
-    await this.call('Remove', { key });
+    await this.call('Remove', { key } satisfies RemoveSnapshotRequest);
   }
   async stat(key: string): Promise<InfoMsg> {
-    return (await this.call<{ info: InfoMsg }>('Stat', { key })).info;
+    const info = (await this.call<StatSnapshotResponse__Output>('Stat', { key } satisfies StatSnapshotRequest)).info;
+    if (!info) throw new Error(`Stat ${key}: the answer has no info`);
+    return info;
   }
   async update(info: Partial<InfoMsg> & { name: string }, paths: string[] = []): Promise<InfoMsg> {
-    const req: Record<string, unknown> = { info: { parent: '', kind: 0, labels: {}, ...info } };
+    const req: UpdateSnapshotRequest = { info: { parent: '', kind: 0, labels: {}, ...info } };
     if (paths.length > 0) req.update_mask = { paths };
-    return (await this.call<{ info: InfoMsg }>('Update', req)).info;
+    const out = (await this.call<UpdateSnapshotResponse__Output>('Update', req as Record<string, unknown>)).info;
+    if (!out) throw new Error(`Update ${info.name}: the answer has no info`);
+    return out;
   }
-  async usage(key: string): Promise<{ size: number; inodes: number }> {
-    return this.call('Usage', { key });
+  async usage(key: string): Promise<UsageResponse__Output> {
+    return this.call<UsageResponse__Output>('Usage', { key } satisfies UsageRequest);
   }
   async cleanup(): Promise<void> {
-    await this.call('Cleanup', {});
+    await this.call('Cleanup', {} satisfies CleanupRequest);
   }
 
   /** list streams every snapshot's Info matching any of `filters`. */
   list(filters: string[] = []): Promise<InfoMsg[]> {
     return new Promise((resolve, reject) => {
       const out: InfoMsg[] = [];
-      const st = this.raw.List!.call(this.raw, { snapshotter: this.snapshotter, filters }, this.md) as grpc.ClientReadableStream<{
-        info: InfoMsg[];
-      }>;
-      st.on('data', (m: { info: InfoMsg[] }) => out.push(...m.info));
+      const req: ListSnapshotsRequest = { snapshotter: this.snapshotter, filters };
+      const st = this.raw.List!.call(this.raw, req, this.md) as grpc.ClientReadableStream<ListSnapshotsResponse__Output>;
+      st.on('data', (m: ListSnapshotsResponse__Output) => out.push(...m.info));
       st.on('error', reject);
       st.on('end', () => resolve(out));
     });

@@ -9,23 +9,21 @@
 // Needs root and loop devices; skipped with the reason otherwise (a failure
 // under CI).
 
-import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TestClient } from '../helpers/client.js';
 import { hasLoop, isRoot, requireAll } from '../helpers/env.js';
 import { leaksUnder } from '../helpers/leaks.js';
+import { CLI, REPO, ServerProc } from '../helpers/server.js';
 import { probe, table, type Row } from '../runtimes/probe.js';
 
-const REPO = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..', '..');
-const CLI = path.join(REPO, 'dist', 'cli.js');
 const missing = !isRoot ? 'needs root' : !hasLoop ? 'needs loop devices' : !fs.existsSync(CLI) ? 'dist/cli.js is not built (npm run build)' : undefined;
 if (missing && requireAll) throw new Error(`runtime rules test cannot run under CI: ${missing}`);
 
 describe.skipIf(missing !== undefined)(`VM runtimes' rules on blockfile${missing ? ` (skipped: ${missing})` : ''}`, () => {
   let work: string;
-  let proc: ChildProcess;
+  let proc: ServerProc | undefined;
   let client: TestClient;
   let rows: Row[] = [];
   const row = (snapshot: string, runtime: string) => {
@@ -37,16 +35,10 @@ describe.skipIf(missing !== undefined)(`VM runtimes' rules on blockfile${missing
   beforeAll(async () => {
     work = fs.mkdtempSync('/var/tmp/tsblock-runtimes-');
     const sock = path.join(work, 'tsblock.sock');
-    const log = fs.openSync(path.join(work, 'serve.log'), 'a');
-    proc = spawn(process.execPath, [CLI, 'serve', '--backend', 'blockfile', '--root', path.join(work, 'root'), '--socket', sock, '--base-size', '256M', '--metrics-address', ''], {
-      stdio: ['ignore', log, log],
-    });
-    fs.closeSync(log);
-    const deadline = Date.now() + 30_000;
-    while (!fs.existsSync(sock)) {
-      if (proc.exitCode !== null || Date.now() > deadline) throw new Error(`tsblock serve did not start: ${fs.readFileSync(path.join(work, 'serve.log'), 'utf8').slice(-1500)}`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    const log = path.join(work, 'serve.log');
+    const started = await ServerProc.start({ root: path.join(work, 'root'), socket: sock, log, backendArgs: ['--backend', 'blockfile', '--base-size', '256M'] });
+    proc = started.proc;
+    if (started.state === 'died') throw new Error(`tsblock serve did not start: ${fs.readFileSync(log, 'utf8').slice(-1500)}`);
     client = new TestClient(sock, 'tsblock', 'runtimes');
     await client.ready();
     rows = await probe(client, work);
@@ -58,10 +50,7 @@ describe.skipIf(missing !== undefined)(`VM runtimes' rules on blockfile${missing
 
   afterAll(async () => {
     client?.close();
-    if (proc && proc.exitCode === null) {
-      proc.kill('SIGTERM');
-      await new Promise((r) => proc.once('exit', r));
-    }
+    await proc?.stop();
     const leaks = work ? leaksUnder(work) : [];
     if (work) fs.rmSync(work, { recursive: true, force: true });
     expect(leaks).toEqual([]);

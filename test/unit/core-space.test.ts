@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { CoreSnapshotter } from '../../src/core/snapshotter.js';
 import { MetaStore } from '../../src/storage/metastore.js';
-import type { FreeSpace } from '../../src/core/space.js';
+import type { FreeSpace } from '../../src/core/backend.js';
 import { MemoryBackend } from '../fakes/memory-backend.js';
 
 const GiB = 1024 ** 3;

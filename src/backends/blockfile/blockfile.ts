@@ -22,17 +22,17 @@
 
 import { promises as fsp, mkdirSync, renameSync, existsSync, readdirSync, statSync, statfsSync, openSync, closeSync, fdatasync, fstatSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Backend, BackendSnapshot, CommitUsage, CleanupReport } from '../backend.js';
+import type { Backend, BackendSnapshot, CommitUsage, CleanupReport } from '../../core/backend.js';
 import { Kind, type Usage } from '../../snapshots/snapshotter.js';
 import type { Mount } from '../../snapshots/mount.js';
-import { isErrno } from '../../../ffi/errno.js';
+import { isErrno } from '../../sys/errno.js';
 import { canReflink, cloneOrCopy } from '../../sys/reflink.js';
 import { allocatedBytes, readExt4Usage, readExt4UsageFd } from '../../sys/fsinfo.js';
 import { makeExt4, runTool } from '../../sys/exec.js';
 import { attachLoop, canonicalPath, detachLoop, listLoops, releaseLoop, type LoopDevice } from '../../sys/loop.js';
-import type { CoreLogger } from '../../core/snapshotter.js';
-import { faultPoint } from '../../core/faults.js';
-import type { FreeSpace } from '../../core/space.js';
+import type { CoreLogger } from '../../base/log.js';
+import { faultPoint } from '../../base/faults.js';
+import type { FreeSpace } from '../../core/backend.js';
 import type { XfsFileStore } from './store.js';
 
 /** BlockfileConfig configures one blockfile backend. */

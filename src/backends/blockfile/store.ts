@@ -34,12 +34,12 @@
 import { chmodSync, closeSync, existsSync, fstatSync, fsyncSync, mkdirSync, openSync, renameSync, rmSync, statSync, statfsSync, truncateSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { FailedPreconditionError, ResourceExhaustedError } from '../../errdefs.js';
-import { isErrno } from '../../../ffi/errno.js';
+import { isErrno } from '../../sys/errno.js';
 import { attachLoop, canonicalPath, listLoops, loopBackingFile, releaseLoop, setLoopCapacity, type LoopDevice } from '../../sys/loop.js';
 import { mountEntry, mountOne, mountsUnder, unmount } from '../../sys/mount.js';
 import { growXfs, makeXfs, trimFilesystem } from '../../sys/xfs.js';
-import type { CoreLogger } from '../../core/snapshotter.js';
-import type { FreeSpace } from '../../core/space.js';
+import type { CoreLogger } from '../../base/log.js';
+import type { FreeSpace } from '../../core/backend.js';
 
 /** STORE_FILE and STORE_DIR name the store's file and mount point under a root. */
 export const STORE_FILE = 'store.xfs';

@@ -23,28 +23,25 @@
 // row goes only once the pool dropped the id. Whatever kill -9 interrupts,
 // the next start-up's destroy()/cleanup() finds it through the rows.
 
-import type { Backend, BackendSnapshot, CleanupReport } from '../backend.js';
+import type { Backend, BackendSnapshot, CleanupReport } from '../../core/backend.js';
 import { Kind, type Usage } from '../../snapshots/snapshotter.js';
 import type { Mount } from '../../snapshots/mount.js';
 import type { MetaStore, Tx } from '../../storage/metastore.js';
-import type { CoreLogger } from '../../core/snapshotter.js';
-import { activate, deviceInfo, devicePath, discardDevice, listDevices, removeDevice, suspend, resume } from '../../sys/dm.js';
-import { createSnap, createSnapAsync, createThin, deleteThin, thinStatus, thinTable } from '../../sys/dm-thin.js';
-import type { FreeSpace } from '../../core/space.js';
+import type { CoreLogger } from '../../base/log.js';
+import { activate, devicePath, listDevices, removeDevice } from '../../sys/dm.js';
+import { createSnapAsync, createThin, thinTable } from '../../sys/dm-thin.js';
+import type { FreeSpace } from '../../core/backend.js';
 import { makeExt4, runTool } from '../../sys/exec.js';
-import { readExt4Usage } from '../../sys/fsinfo.js';
-import { AlreadyExistsError, FailedPreconditionError, InternalError, NotFoundError, UnavailableError, errorMessage } from '../../errdefs.js';
+import { AlreadyExistsError, FailedPreconditionError, NotFoundError, UnavailableError, errorMessage } from '../../errdefs.js';
 import { poolNameOf, validate, type DevmapperConfig } from './config.js';
-import { crashPoint } from './crashpoint.js';
-import { faultPoint } from '../../core/faults.js';
+import { faultPoint } from '../../base/faults.js';
 import { PoolSpace, closeOwnedPool, openPool, type PoolHandle } from './pool.js';
 import { SparePool } from './spares.js';
+import { ThinDevices } from './thin-devices.js';
 import {
   BASE_SNAPSHOT_ID,
   SPARE_ROW_BASE,
   allDevices,
-  allocateDevice,
-  deleteDevice,
   getDevice,
   isSpareRow,
   setMapped,
@@ -53,8 +50,6 @@ import {
 } from './devices.js';
 
 const noLog: CoreLogger = () => {};
-/** ALLOCATE_TRIES bounds retries when a shared pool already holds an id we picked. */
-const ALLOCATE_TRIES = 8;
 
 /** DevmapperBackend implements Backend with dm-thin devices. */
 export class DevmapperBackend implements Backend {
@@ -65,12 +60,7 @@ export class DevmapperBackend implements Backend {
   /** fresh holds rows create() just activated, for the mounts() call that follows it. */
   private readonly fresh = new Map<number, DeviceRow>();
   private readonly space: PoolSpace;
-  /**
-   * mayBeActive holds snapshot ids whose device may be live though committed
-   * (left active at commit because in use, or found at start-up): only
-   * these need a status query, and a suspend, before being snapshotted.
-   */
-  private readonly mayBeActive = new Set<number>();
+  private readonly thin: ThinDevices;
 
   constructor(
     readonly cfg: DevmapperConfig,
@@ -79,6 +69,14 @@ export class DevmapperBackend implements Backend {
   ) {
     this.poolName = poolNameOf(cfg);
     this.space = new PoolSpace(this.poolName);
+    this.thin = new ThinDevices({
+      store,
+      log,
+      poolName: this.poolName,
+      discardOnRemove: cfg.discardOnRemove,
+      poolPath: () => this.poolPath,
+      deviceName: (id) => this.deviceName(id),
+    });
     this.spares = new SparePool(
       {
         store,
@@ -86,11 +84,11 @@ export class DevmapperBackend implements Backend {
         poolPath: () => this.poolPath,
         spareName: (thinId) => this.deviceName(SPARE_ROW_BASE - thinId),
         snapshot: async (thinId, origin) => {
-          if (this.mayBeActive.has(origin.snapshotId)) this.snapshotThin(thinId, origin);
+          if (this.thin.mayBeActive.has(origin.snapshotId)) this.thin.snapshotThin(thinId, origin);
           else await createSnapAsync(this.poolName, thinId, origin.thinId);
         },
-        markFaulty: (row) => this.markFaulty(row),
-        release: (row) => this.release(row),
+        markFaulty: (row) => this.thin.markFaulty(row),
+        release: (row) => this.thin.release(row),
       },
       cfg.warmSpares,
     );
@@ -119,12 +117,12 @@ export class DevmapperBackend implements Backend {
     // cannot be deleted while active), then their rows and thin ids.
     const snapPrefix = `${this.poolName}-snap-`;
     for (const d of listDevices()) {
-      if (d.name.startsWith(`${this.poolName}-spare-`)) await this.deactivate(d.name);
-      else if (d.name.startsWith(snapPrefix)) this.mayBeActive.add(Number(d.name.slice(snapPrefix.length)));
+      if (d.name.startsWith(`${this.poolName}-spare-`)) await this.thin.deactivate(d.name);
+      else if (d.name.startsWith(snapPrefix)) this.thin.mayBeActive.add(Number(d.name.slice(snapPrefix.length)));
     }
     // Finish removals a crash interrupted (their snapshots are already gone).
     for (const row of this.store.read((tx) => allDevices(tx))) {
-      if (row.state === 'deleting' || isSpareRow(row.snapshotId)) await this.release(row);
+      if (row.state === 'deleting' || isSpareRow(row.snapshotId)) await this.thin.release(row);
     }
     await this.ensureBase();
   }
@@ -142,7 +140,7 @@ export class DevmapperBackend implements Backend {
       }
     }
     let origin: DeviceRow | undefined;
-    const row = await this.makeDevice(
+    const row = await this.thin.makeDevice(
       snap.id,
       (tx) => {
         origin = getDevice(tx, originId);
@@ -152,20 +150,20 @@ export class DevmapperBackend implements Backend {
         const size = readOnly ? origin.size : Math.max(origin.size, snap.sizeBytes ?? 0);
         return { size, readOnly, originThin: origin.thinId };
       },
-      (thinId) => this.snapshotThin(thinId, origin!),
+      (thinId) => this.thin.snapshotThin(thinId, origin!),
     );
-    crashPoint('create:after-thin');
+    faultPoint('devmapper:create:after-thin');
     // A fresh snapshot id has no device yet: activate it without asking.
     try {
       activate(name, [thinTable(this.poolPath, row.thinId, row.size / 512)], { readOnly });
     } catch (err) {
       if (!(err instanceof AlreadyExistsError)) throw err;
-      await this.activateRow(row);
+      await this.thin.activateRow(row);
     }
     if (row.size > origin!.size) {
       // The new device is bigger than its origin: grow the filesystem to fill it.
       await runTool('resize2fs', ['-f', devicePath(name)]);
-      crashPoint('create:after-activate');
+      faultPoint('devmapper:create:after-activate');
     }
     this.store.write((tx) => setState(tx, snap.id, 'ready'));
     this.fresh.set(snap.id, { ...row, state: 'ready' });
@@ -177,8 +175,8 @@ export class DevmapperBackend implements Backend {
     if (row) {
       this.fresh.delete(snap.id);
     } else {
-      row = this.readyRow(snap.id);
-      await this.activateRow(row);
+      row = this.thin.readyRow(snap.id);
+      await this.thin.activateRow(row);
     }
     const options = row.readOnly ? ['ro', 'noload'] : ['rw'];
     return [{ type: this.cfg.fsType, source: devicePath(this.deviceName(snap.id)), options: [...options, ...this.cfg.mountOptions] }];
@@ -186,11 +184,11 @@ export class DevmapperBackend implements Backend {
 
   async commit(snap: BackendSnapshot): Promise<Usage> {
     this.fresh.delete(snap.id);
-    const row = this.readyRow(snap.id);
+    const row = this.thin.readyRow(snap.id);
     const name = this.deviceName(snap.id);
-    await this.activateRow(row);
-    const measured = this.measure(name);
-    crashPoint('commit:before-deactivate');
+    await this.thin.activateRow(row);
+    const measured = this.thin.measure(name);
+    faultPoint('devmapper:commit:before-deactivate');
     // Deactivate: a committed device is never written again, and an inactive
     // origin needs no suspend when children are snapshotted from it. A
     // caller may still hold it mounted (containerd's own test suite commits
@@ -198,24 +196,24 @@ export class DevmapperBackend implements Backend {
     // with a suspend, and removal or close() deactivates it later.
     try {
       await removeDevice(name, { tries: 3 });
-      this.mayBeActive.delete(snap.id);
+      this.thin.mayBeActive.delete(snap.id);
     } catch (err) {
       if (!(err instanceof FailedPreconditionError)) throw err;
-      this.mayBeActive.add(snap.id);
+      this.thin.mayBeActive.add(snap.id);
       this.log('debug', 'committed device still in use; left active', { device: name });
     }
     this.store.write((tx) => setMapped(tx, snap.id, measured.mapped, measured.inodes));
-    crashPoint('commit:after-backend');
-    return this.diff(measured, snap);
+    faultPoint('devmapper:commit:after-backend');
+    return this.thin.diff(measured, snap);
   }
 
   async usage(snap: BackendSnapshot): Promise<Usage> {
-    const row = this.readyRow(snap.id);
+    const row = this.thin.readyRow(snap.id);
     if (row.mappedBytes !== null && row.inodes !== null) {
-      return this.diff({ mapped: row.mappedBytes, inodes: row.inodes }, snap);
+      return this.thin.diff({ mapped: row.mappedBytes, inodes: row.inodes }, snap);
     }
-    await this.activateRow(row);
-    return this.diff(this.measure(this.deviceName(snap.id)), snap);
+    await this.thin.activateRow(row);
+    return this.thin.diff(this.thin.measure(this.deviceName(snap.id)), snap);
   }
 
   detach(snap: BackendSnapshot, tx: Tx): void {
@@ -233,10 +231,10 @@ export class DevmapperBackend implements Backend {
     await this.spares.drop(snap.id);
     const row = this.store.read((tx) => getDevice(tx, snap.id));
     if (!row) {
-      await this.deactivate(this.deviceName(snap.id));
+      await this.thin.deactivate(this.deviceName(snap.id));
       return;
     }
-    await this.release(row);
+    await this.thin.release(row);
   }
 
   async cleanup(live: ReadonlySet<number>): Promise<CleanupReport> {
@@ -246,13 +244,13 @@ export class DevmapperBackend implements Backend {
       if (!d.name.startsWith(prefix)) continue;
       const id = Number(d.name.slice(prefix.length));
       if (Number.isInteger(id) && live.has(id)) continue;
-      await this.deactivate(d.name);
+      await this.thin.deactivate(d.name);
       removed.push(`device ${d.name}`);
     }
     const sparePrefix = `${this.poolName}-spare-`;
     for (const d of listDevices()) {
       if (!d.name.startsWith(sparePrefix) || this.spares.ownsRow(SPARE_ROW_BASE - Number(d.name.slice(sparePrefix.length)))) continue;
-      await this.deactivate(d.name);
+      await this.thin.deactivate(d.name);
       removed.push(`device ${d.name}`);
     }
     for (const row of this.store.read((tx) => allDevices(tx))) {
@@ -260,7 +258,7 @@ export class DevmapperBackend implements Backend {
       if (row.snapshotId === BASE_SNAPSHOT_ID || row.state === 'faulty' || live.has(row.snapshotId)) continue;
       if (this.spares.ownsRow(row.snapshotId)) continue;
       try {
-        await this.release(row);
+        await this.thin.release(row);
         removed.push(`thin ${row.thinId} (snapshot ${row.snapshotId}, ${row.state})`);
       } catch (err) {
         this.log('warn', 'could not release thin device', { thinId: row.thinId, error: errorMessage(err) });
@@ -319,7 +317,7 @@ export class DevmapperBackend implements Backend {
     await this.spares.stop();
     const prefix = `${this.poolName}-`;
     for (const d of listDevices()) {
-      if (d.name.startsWith(prefix)) await this.deactivate(d.name);
+      if (d.name.startsWith(prefix)) await this.thin.deactivate(d.name);
     }
     if (this.pool) await closeOwnedPool(this.pool);
     this.pool = undefined;
@@ -332,154 +330,25 @@ export class DevmapperBackend implements Backend {
     return this.pool.path;
   }
 
-  private readyRow(id: number): DeviceRow {
-    const row = this.store.read((tx) => getDevice(tx, id));
-    if (!row) throw new NotFoundError(`snapshot ${id} has no thin device`);
-    if (row.state !== 'ready') throw new FailedPreconditionError(`thin device of snapshot ${id} is ${row.state}`);
-    return row;
-  }
-
-  // makeDevice commits a 'trying' row with a fresh thin id (spec, run in
-  // that transaction, checks the origin and sizes the device), then runs
-  // make (the pool message). If a shared pool already holds that id, the row
-  // is kept as 'faulty' (the id is not ours to delete) and another is tried.
-  private async makeDevice(
-    snapshotId: number,
-    spec: (tx: Tx) => { size: number; readOnly: boolean; originThin: number | null },
-    make: (thinId: number) => void,
-  ): Promise<DeviceRow> {
-    for (let attempt = 0; attempt < ALLOCATE_TRIES; attempt++) {
-      const row = this.store.write((tx) => {
-        const old = getDevice(tx, snapshotId);
-        if (old) throw new AlreadyExistsError(`snapshot ${snapshotId} already has thin device ${old.thinId} (${old.state})`);
-        return allocateDevice(tx, { snapshotId, ...spec(tx) });
-      });
-      try {
-        make(row.thinId);
-        return row;
-      } catch (err) {
-        if (!(err instanceof AlreadyExistsError)) throw err;
-        this.markFaulty(row);
-      }
-    }
-    throw new InternalError(`could not find a free thin id in pool ${this.poolName} after ${ALLOCATE_TRIES} tries`);
-  }
-
-  // markFaulty keeps a row whose thin id a shared pool already holds under
-  // a key no snapshot uses, so the id is never picked (or deleted) again.
-  private markFaulty(row: DeviceRow): void {
-    this.log('warn', 'thin id already used in the pool; skipping it', { thinId: row.thinId });
-    this.store.write((tx) => {
-      tx.prepare('UPDATE dm_devices SET snapshot_id = ?, state = ? WHERE snapshot_id = ?').run(-1 - row.thinId, 'faulty', row.snapshotId);
-    });
-  }
-
-  // snapshotThin sends create_snap; an active origin must be suspended
-  // around it so its data is consistent. Committed parents are inactive
-  // unless mayBeActive says otherwise, and only those are asked.
-  private snapshotThin(thinId: number, origin: DeviceRow): void {
-    if (!this.mayBeActive.has(origin.snapshotId)) {
-      createSnap(this.poolName, thinId, origin.thinId);
-      return;
-    }
-    const deviceName = this.deviceName(origin.snapshotId);
-    const info = deviceInfo(deviceName);
-    const active = info?.activeTable === true && !info.suspended;
-    if (active) suspend(deviceName);
-    try {
-      createSnap(this.poolName, thinId, origin.thinId);
-    } finally {
-      if (active) resume(deviceName);
-    }
-  }
-
-  // activateRow makes the device live with a /dev/mapper node, unless it is.
-  private async activateRow(row: DeviceRow): Promise<void> {
-    const name = this.deviceName(row.snapshotId);
-    const info = deviceInfo(name);
-    if (info?.activeTable) {
-      if (info.suspended) resume(name);
-      return;
-    }
-    if (info) {
-      // A device without a table: a crash between create and load. It must
-      // be gone before the name can be created again.
-      await this.deactivate(name);
-    }
-    activate(name, [thinTable(this.poolPath, row.thinId, row.size / 512)], { readOnly: row.readOnly });
-  }
-
-  private async deactivate(name: string): Promise<void> {
-    try {
-      await removeDevice(name);
-    } catch (err) {
-      if (!(err instanceof NotFoundError)) throw err;
-    }
-  }
-
-  // release removes a row's device and thin id, then the row. Idempotent:
-  // every step tolerates "already gone".
-  private async release(row: DeviceRow): Promise<void> {
-    const name = this.deviceName(row.snapshotId);
-    if (this.cfg.discardOnRemove && deviceInfo(name)?.activeTable && !row.readOnly) {
-      try {
-        discardDevice(name);
-      } catch (err) {
-        this.log('warn', 'discard failed', { device: name, error: errorMessage(err) });
-      }
-    }
-    await this.deactivate(name);
-    crashPoint('remove:before-delete-thin');
-    try {
-      deleteThin(this.poolName, row.thinId);
-    } catch (err) {
-      if (!(err instanceof NotFoundError)) throw err;
-    }
-    crashPoint('remove:after-delete-thin');
-    this.store.write((tx) => deleteDevice(tx, row.snapshotId));
-    this.mayBeActive.delete(row.snapshotId);
-  }
-
-  private measure(name: string): { mapped: number; inodes: number } {
-    const st = thinStatus(name);
-    if (st.failed) throw new UnavailableError(`thin device ${name} has failed`);
-    let inodes = 0;
-    try {
-      inodes = readExt4Usage(devicePath(name)).inodesUsed;
-    } catch {
-      // not ext4 (yet): no inode count
-    }
-    return { mapped: st.mappedSectors * 512, inodes };
-  }
-
-  private diff(m: { mapped: number; inodes: number }, snap: BackendSnapshot): Usage {
-    const parentId = snap.parent ? snap.parent.id : BASE_SNAPSHOT_ID;
-    const p = this.store.read((tx) => getDevice(tx, parentId));
-    return {
-      size: Math.max(0, m.mapped - (p?.mappedBytes ?? 0)),
-      inodes: Math.max(0, m.inodes - (p?.inodes ?? 0)),
-    };
-  }
-
   // ensureBase makes the formatted base device once per pool. A 'trying'
   // base from a crash is thrown away and made again.
   private async ensureBase(): Promise<void> {
     const existing = this.store.read((tx) => getDevice(tx, BASE_SNAPSHOT_ID));
     if (existing?.state === 'ready') {
       // It must be inactive so first layers can snapshot it without a suspend.
-      await this.deactivate(this.deviceName(BASE_SNAPSHOT_ID));
+      await this.thin.deactivate(this.deviceName(BASE_SNAPSHOT_ID));
       return;
     }
-    if (existing) await this.release(existing);
+    if (existing) await this.thin.release(existing);
     const name = this.deviceName(BASE_SNAPSHOT_ID);
-    await this.deactivate(name);
-    const row = await this.makeDevice(BASE_SNAPSHOT_ID, () => ({ size: this.cfg.baseSize, readOnly: false, originThin: null }), (thinId) => createThin(this.poolName, thinId));
+    await this.thin.deactivate(name);
+    const row = await this.thin.makeDevice(BASE_SNAPSHOT_ID, () => ({ size: this.cfg.baseSize, readOnly: false, originThin: null }), (thinId) => createThin(this.poolName, thinId));
     faultPoint('devmapper:base:after-thin');
-    await this.activateRow(row);
+    await this.thin.activateRow(row);
     try {
       await makeExt4(devicePath(name), { noLostFound: true, rootMode: 0o755 });
       faultPoint('devmapper:base:after-mkfs');
-      const m = this.measure(name);
+      const m = this.thin.measure(name);
       await removeDevice(name);
       this.store.write((tx) => {
         setMapped(tx, BASE_SNAPSHOT_ID, m.mapped, m.inodes);
@@ -487,7 +356,7 @@ export class DevmapperBackend implements Backend {
       });
       this.log('info', 'made the base thin device', { pool: this.poolName, thinId: row.thinId, size: this.cfg.baseSize });
     } catch (err) {
-      await this.release(row).catch(() => {});
+      await this.thin.release(row).catch(() => {});
       throw err;
     }
   }

@@ -1,9 +1,9 @@
 // index is the devmapper backend's public face: the factory, the migrations
 // the MetaStore needs, and the module object src/backends/registry.ts loads.
 
-import type { Backend } from '../backend.js';
+import type { Backend } from '../../core/backend.js';
 import type { MetaStore } from '../../storage/metastore.js';
-import type { CoreLogger } from '../../core/snapshotter.js';
+import type { CoreLogger } from '../../base/log.js';
 import type { BackendModule, BackendSettings } from '../registry.js';
 import { DevmapperBackend } from './devmapper.js';
 import { WARM_SPARES_ENV, withDefaults, type DevmapperConfig } from './config.js';

@@ -17,9 +17,9 @@ import { activate, deviceInfo, devicePath, removeDevice, status, tableStatus } f
 import { parsePoolStatus, poolStatus, thinPoolTable, type PoolStatus } from '../../sys/dm-thin.js';
 import { attachLoop, findLoopsFor, releaseLoop, type LoopDevice } from '../../sys/loop.js';
 import { InternalError, NotFoundError, UnavailableError } from '../../errdefs.js';
-import type { FreeSpace } from '../../core/space.js';
+import type { FreeSpace } from '../../core/backend.js';
 import { poolNameOf, type DevmapperConfig } from './config.js';
-import { faultPoint } from '../../core/faults.js';
+import { faultPoint } from '../../base/faults.js';
 
 /** PoolHandle is a running thin-pool. */
 export interface PoolHandle {

@@ -22,7 +22,7 @@
 // start-up's spare sweep and mounts() handle.
 
 import type { MetaStore } from '../../storage/metastore.js';
-import type { CoreLogger } from '../../core/snapshotter.js';
+import type { CoreLogger } from '../../base/log.js';
 import { AlreadyExistsError, errorMessage } from '../../errdefs.js';
 import { activateAsync, removeDevice, renameDevice } from '../../sys/dm.js';
 import { thinTable } from '../../sys/dm-thin.js';

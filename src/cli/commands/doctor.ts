@@ -8,7 +8,7 @@ import { accessSync, closeSync, constants, existsSync, openSync, readFileSync } 
 import { delimiter, join } from 'node:path';
 import { release } from 'node:os';
 import type { InstanceConfig } from '../../config/index.js';
-import { noDmMessage, openReadOnly, poolSpace, rootSpace } from '../../daemon/inspect.js';
+import { noDmMessage, openReadOnly, poolSpace, rootSpace } from '../../inspect/inspect.js';
 import { canReflink } from '../../sys/reflink.js';
 import { XfsFileStore, storeExists } from '../../backends/blockfile/store.js';
 import { hasDirectImages } from '../../backends/blockfile/layout.js';

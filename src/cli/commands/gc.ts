@@ -9,7 +9,7 @@ import { XfsFileStore, storeExists } from '../../backends/blockfile/store.js';
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { findInstance, type InstanceConfig } from '../../config/index.js';
-import { devmapperPoolName, noDmMessage, openReadOnly } from '../../daemon/inspect.js';
+import { devmapperPoolName, noDmMessage, openReadOnly } from '../../inspect/inspect.js';
 import { errorMessage } from '../../errdefs.js';
 import { CONFIG_HELP, daemonHoldsRoot, daemonSocket, dial, parseVerb, printJson, stdio, unaryCall, type Io } from '../common.js';
 import { withOffline } from '../offline.js';

@@ -1,7 +1,7 @@
 // `tsblock info KEY`: one snapshot in full — kind, parent chain, labels,
 // times, size, usage and storage.
 
-import { findEntry, listEntries, openReadOnly } from '../../daemon/inspect.js';
+import { findEntry, listEntries, openReadOnly } from '../../inspect/inspect.js';
 import { InvalidArgumentError } from '../../errdefs.js';
 import { findInstance } from '../../config/index.js';
 import { CONFIG_HELP, human, parseVerb, printJson, stdio, type Io } from '../common.js';

@@ -1,7 +1,7 @@
 // `tsblock ls`: every snapshot with its parent, kind, size, usage and the
 // file or device behind it, read from the store (safe while the daemon runs).
 
-import { listEntries, openReadOnly, type SnapshotEntry } from '../../daemon/inspect.js';
+import { listEntries, openReadOnly, type SnapshotEntry } from '../../inspect/inspect.js';
 import { CONFIG_HELP, human, refineActiveUsage, parseVerb, printJson, selectInstances, stdio, table, type Io } from '../common.js';
 
 /** lsUsage is `tsblock help ls`. */

@@ -4,7 +4,7 @@
 // before enabling the service); `status` shows fill, mode and health.
 
 import { findInstance } from '../../config/index.js';
-import { noDmMessage, poolSpace } from '../../daemon/inspect.js';
+import { noDmMessage, poolSpace } from '../../inspect/inspect.js';
 import { FailedPreconditionError, InvalidArgumentError, UnavailableError } from '../../errdefs.js';
 import { CONFIG_HELP, daemonHoldsRoot, human, parseVerb, printJson, stdio, type Io } from '../common.js';
 

@@ -6,7 +6,7 @@ import { findInstance } from '../../config/index.js';
 import { InvalidArgumentError, errorMessage } from '../../errdefs.js';
 import { CONFIG_HELP, daemonHoldsRoot, daemonSocket, dial, parseVerb, printJson, stdio, unaryCall, type Io } from '../common.js';
 import { withOffline } from '../offline.js';
-import { openReadOnly } from '../../daemon/inspect.js';
+import { openReadOnly } from '../../inspect/inspect.js';
 import { LABEL_SEED } from '../../snapshots/labels.js';
 import type { Info } from '../../snapshots/snapshotter.js';
 

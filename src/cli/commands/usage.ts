@@ -2,7 +2,7 @@
 // size and free space, and (devmapper) the thin-pool's data and metadata use.
 
 import { XfsFileStore, storeExists, type StoreStatus } from '../../backends/blockfile/store.js';
-import { listEntries, noDmMessage, openReadOnly, poolSpace, rootSpace, type PoolSpace, type RootSpace } from '../../daemon/inspect.js';
+import { listEntries, noDmMessage, openReadOnly, poolSpace, rootSpace, type PoolSpace, type RootSpace } from '../../inspect/inspect.js';
 import { errorMessage } from '../../errdefs.js';
 import { CONFIG_HELP, human, refineActiveUsage, parseVerb, printJson, selectInstances, stdio, table, type Io } from '../common.js';
 

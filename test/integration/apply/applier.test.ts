@@ -7,7 +7,7 @@ import path from 'node:path';
 import { execa } from 'execa';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { applyLayer } from '../../../src/apply/applier.js';
-import { getXattr } from '../../../src/apply/syscalls.js';
+import { getXattr } from '../../../src/sys/nodes.js';
 import { withTempMount } from '../../../src/sys/mount.js';
 import {
   buildTar,

@@ -10,7 +10,7 @@ import { execa } from 'execa';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { applyLayer } from '../../../src/apply/applier.js';
 import { exportDiff, LAYER_TAR, LAYER_ZSTD } from '../../../src/apply/export.js';
-import { setXattr } from '../../../src/apply/syscalls.js';
+import { setXattr } from '../../../src/sys/nodes.js';
 import { listTree } from './tree.js';
 
 describe('diffTrees / exportDiff on directories', () => {

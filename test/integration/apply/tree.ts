@@ -5,7 +5,7 @@
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { getXattr, listXattrs } from '../../../src/apply/syscalls.js';
+import { getXattr, listXattrs } from '../../../src/sys/nodes.js';
 
 /** TreeOptions tune listTree. */
 export interface TreeOptions {

@@ -10,7 +10,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { rootReason } from '../../helpers/env.js';
 import { leaksUnder } from '../../helpers/leaks.js';
-import { closeFd, listeningUnixSocketFd } from '../../../src/sys/notify.js';
+import { closeFd, listeningUnixSocketFd } from '../../helpers/systemd.js';
 import { Client } from '../cli/helpers.js';
 
 const REPO = resolve(import.meta.dirname, '../../..');

@@ -14,7 +14,7 @@ import { Client, recordingLogger } from '../cli/helpers.js';
 import { spawn } from 'node:child_process';
 import { releaseStore } from '../../helpers/store.js';
 import { storeExists } from '../../../src/backends/blockfile/store.js';
-import { CLI, distReason } from '../reliability/server.js';
+import { CLI, distReason } from '../../helpers/server.js';
 
 describe.skipIf(rootReason)(`graceful shutdown${rootReason ? ` (skipped: ${rootReason})` : ''}`, () => {
   it('keeps a container\'s mount in place across a daemon stop and restart', async () => {

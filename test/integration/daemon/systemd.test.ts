@@ -11,7 +11,7 @@ import { connect } from 'node:net';
 import { join, resolve } from 'node:path';
 import { rootReason } from '../../helpers/env.js';
 import { leaksUnder } from '../../helpers/leaks.js';
-import { closeFd, listenNotify, listeningUnixSocketFd, type NotifyReceiver } from '../../../src/sys/notify.js';
+import { closeFd, listenNotify, listeningUnixSocketFd, type NotifyReceiver } from '../../helpers/systemd.js';
 import { listenFds, resolveFd } from '../../../src/daemon/activation.js';
 import { Client } from '../cli/helpers.js';
 

@@ -9,10 +9,10 @@ import { mkdtempSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { rootReason } from '../../helpers/env.js';
-import { KIND_ACTIVE, KIND_VIEW, TestClient, failure, grpc } from '../../helpers/client.js';
+import { KIND_ACTIVE, KIND_VIEW, TestClient, failure, grpc, type InfoMsg } from '../../helpers/client.js';
 import { Model, Rng } from '../../helpers/model.js';
 import { cleanDir } from './crash-run.js';
-import { ServerProc, distReason } from './server.js';
+import { ServerProc, distReason } from '../../helpers/server.js';
 import { recordFigures } from './figures.js';
 import { imagesDirOf } from '../../../src/backends/blockfile/layout.js';
 
@@ -98,7 +98,7 @@ describe.skipIf(reason)(`bad input and fuzzing over gRPC${reason ? ` (skipped: $
       ['Usage empty key', () => c.call('Usage', { key: '' }), S.INVALID_ARGUMENT, /must not be empty/],
       ['Update without info', () => c.call('Update', {}), S.INVALID_ARGUMENT, /info is required/],
       ['Update empty name', () => c.update({ name: '' }), S.INVALID_ARGUMENT, /required|must not be empty/],
-      ['Update unknown kind', () => c.update({ name: 'layer-1', kind: 7 }), S.INVALID_ARGUMENT, /unknown snapshot kind 7/],
+      ['Update unknown kind', () => c.update({ name: 'layer-1', kind: 7 as InfoMsg['kind'] }), S.INVALID_ARGUMENT, /unknown snapshot kind 7/],
       ['Update a missing snapshot', () => c.update({ name: 'nope', labels: { a: 'b' } }), S.NOT_FOUND, /not found/],
       ['Update a forbidden field', () => c.update({ name: 'layer-1', parent: 'x' }, ['parent']), S.INVALID_ARGUMENT, /cannot update "parent"/],
       ['Update with 10,000 labels', () => c.update({ name: 'layer-1', labels: many }), S.INVALID_ARGUMENT, /too many labels/],

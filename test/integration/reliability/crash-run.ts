@@ -22,7 +22,7 @@ import { mountOne, mountsUnder, releaseMount, unmount, type MountHandle } from '
 import { KIND_ACTIVE, KIND_COMMITTED, KIND_VIEW, TestClient, isRpcError, type MountMsg } from '../../helpers/client.js';
 import { Model, Rng } from '../../helpers/model.js';
 import { leaksUnder } from '../../helpers/leaks.js';
-import { ServerProc, tail } from './server.js';
+import { ServerProc, tail } from '../../helpers/server.js';
 import { DiffClient, LAYER_FILES, storeLayer } from './layer.js';
 import { imagesDirOf } from '../../../src/backends/blockfile/layout.js';
 
@@ -430,7 +430,7 @@ export async function runCrashCampaign(o: CrashOptions): Promise<CrashFigures> {
     }
   }
 
-  function withMount<T>(m: MountMsg, ro: boolean, fn: (dir: string) => T): T {
+  function withMount<T>(m: Pick<MountMsg, 'type' | 'source' | 'options'>, ro: boolean, fn: (dir: string) => T): T {
     const target = join(mnt, `t${seq}-${rng.int(1e9)}`);
     mkdirSync(target);
     let h: MountHandle | undefined;

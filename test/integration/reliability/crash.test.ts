@@ -8,9 +8,9 @@
 import { describe, expect, it } from 'vitest';
 import { mkdtempSync } from 'node:fs';
 import { rootReason } from '../../helpers/env.js';
-import { FAULT_POINTS } from '../../../src/core/faults.js';
+import { FAULT_POINTS } from '../../../src/base/faults.js';
 import { cleanDir, runCrashCampaign } from './crash-run.js';
-import { distReason } from './server.js';
+import { distReason } from '../../helpers/server.js';
 import { recordFigures } from './figures.js';
 
 const reason = rootReason ?? distReason;

@@ -17,7 +17,7 @@ import { MetaStore } from '../../../src/storage/metastore.js';
 import { CoreSnapshotter } from '../../../src/core/snapshotter.js';
 import { BlockfileBackend } from '../../../src/backends/blockfile/blockfile.js';
 import { BOOT_ID_ENV } from '../../../src/core/boot.js';
-import { ServerProc, distReason, tail } from './server.js';
+import { ServerProc, distReason, tail } from '../../helpers/server.js';
 import { imagesDirOf } from '../../../src/backends/blockfile/layout.js';
 import { releaseStore } from '../../helpers/store.js';
 

@@ -8,7 +8,7 @@ import { createHash } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import { diffClientConstructor } from '../../../src/server/diff-service.js';
+import { diffClientConstructor } from '../../../src/proto/load.js';
 import { buildTar, type LayerEntry } from '../../fixtures/layers/build.js';
 import type { MountMsg } from '../../helpers/client.js';
 

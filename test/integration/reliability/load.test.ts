@@ -14,7 +14,7 @@ import { rootReason } from '../../helpers/env.js';
 import { TestClient } from '../../helpers/client.js';
 import { leaksUnder } from '../../helpers/leaks.js';
 import { cleanDir } from './crash-run.js';
-import { ServerProc, distReason, tail } from './server.js';
+import { ServerProc, distReason, tail } from '../../helpers/server.js';
 import { recordFigures } from './figures.js';
 import { runLoad } from './load-run.js';
 import { imagesDirOf } from '../../../src/backends/blockfile/layout.js';

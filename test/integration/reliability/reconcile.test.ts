@@ -10,7 +10,7 @@ import { rootReason } from '../../helpers/env.js';
 import { TestClient } from '../../helpers/client.js';
 import { loopsUnder } from '../../helpers/leaks.js';
 import { attachLoop, detachLoop, releaseLoop } from '../../../src/sys/loop.js';
-import { ServerProc, distReason, tail } from './server.js';
+import { ServerProc, distReason, tail } from '../../helpers/server.js';
 import { recordFigures } from './figures.js';
 import { imagesDirOf } from '../../../src/backends/blockfile/layout.js';
 import { releaseStore } from '../../helpers/store.js';

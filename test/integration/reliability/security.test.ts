@@ -9,7 +9,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:f
 import { basename, join, relative } from 'node:path';
 import { rootReason } from '../../helpers/env.js';
 import { TestClient, failure, grpc } from '../../helpers/client.js';
-import { ServerProc, REPO, distReason, tail } from './server.js';
+import { ServerProc, REPO, distReason, tail } from '../../helpers/server.js';
 
 const reason = rootReason ?? distReason;
 

@@ -14,7 +14,7 @@ import { TestClient, failure, grpc } from '../../helpers/client.js';
 import { leaksUnder } from '../../helpers/leaks.js';
 import { mountOne, releaseMount, type MountHandle } from '../../../src/sys/mount.js';
 import { checkSpace, guardOn, parseMinFree, spaceEvents, thresholdBytes, type LowSpaceEvent } from '../../../src/core/space.js';
-import { ServerProc, distReason, tail } from './server.js';
+import { ServerProc, distReason, tail } from '../../helpers/server.js';
 import { recordFigures } from './figures.js';
 
 const reason = rootReason ?? distReason;

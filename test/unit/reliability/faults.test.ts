@@ -3,7 +3,7 @@
 import { describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { FAULT_POINTS, faultPoint, faultsArmed, parseFaultSpec } from '../../../src/core/faults.js';
+import { FAULT_POINTS, faultPoint, faultsArmed, parseFaultSpec } from '../../../src/base/faults.js';
 import { Model, Rng } from '../../helpers/model.js';
 import { KIND_ACTIVE, KIND_VIEW } from '../../helpers/client.js';
 
@@ -23,7 +23,7 @@ describe('fault points', () => {
     if (!faultsArmed()) for (const p of FAULT_POINTS) faultPoint(p); // would SIGKILL vitest if armed
   });
 
-  const built = new URL('../../../dist/src/core/faults.js', import.meta.url).pathname;
+  const built = new URL('../../../dist/src/base/faults.js', import.meta.url).pathname;
   it.skipIf(!existsSync(built))(`kills the process with SIGKILL at the selected hit${existsSync(built) ? '' : ' (skipped: needs npm run build)'}`, () => {
     const script = `import('${built}').then((f) => { f.faultPoint('core:commit:after-tx'); console.log('alive'); f.faultPoint('core:commit:after-tx'); console.log('not reached'); })`;
     const r = spawnSync(process.execPath, ['-e', script], {

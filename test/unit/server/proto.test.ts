@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import protobuf from 'protobufjs';
 import { describe, expect, it } from 'vitest';
-import { protoDir } from '../../../src/server/service.js';
+import { protoDir } from '../../../src/proto/load.js';
 
 const API_MODULE = 'github.com/containerd/containerd/api';
 const ctrd2 = fileURLToPath(new URL('../../go/ctrd2', import.meta.url));

@@ -15,7 +15,8 @@ import {
 } from '../../../src/errdefs.js';
 import { CoreSnapshotter } from '../../../src/core/snapshotter.js';
 import { UNIX_PATH_MAX, listenUnix, shutdownServer } from '../../../src/server/listen.js';
-import { loadSnapshotsService, snapshotsClientConstructor, snapshotsHandlers } from '../../../src/server/service.js';
+import { snapshotsClientConstructor } from '../../../src/proto/load.js';
+import { serveInProcess, type InProcessServer } from '../../helpers/server.js';
 import { Kind, type Snapshotter, type Usage } from '../../../src/snapshots/snapshotter.js';
 import { MetaStore } from '../../../src/storage/metastore.js';
 import { MemoryBackend } from '../../fakes/memory-backend.js';
@@ -86,6 +87,7 @@ async function expectCode(p: Promise<unknown>, code: grpc.status, details?: RegE
 
 let dir: string;
 let server: grpc.Server;
+let served: InProcessServer | undefined;
 let client: Client;
 let core: CoreSnapshotter;
 let backend: UsageBackend;
@@ -100,16 +102,16 @@ beforeEach(async () => {
   core = await CoreSnapshotter.open({ store: new MetaStore(join(dir, 'metadata.db')), backend });
   sn = failing(core);
   logged = [];
-  server = new grpc.Server();
-  server.addService(loadSnapshotsService(), snapshotsHandlers(sn, (l) => logged.push(l)));
-  await listenUnix(server, socket);
+  served = await serveInProcess(sn, socket, { log: (l) => logged.push(l) });
+  server = served.server;
   const Ctor = snapshotsClientConstructor();
   client = new Ctor(`unix://${socket}`, grpc.credentials.createInsecure()) as Client;
 });
 
 afterEach(async () => {
   client?.close();
-  if (server) await shutdownServer(server, 1000);
+  await served?.close(1000);
+  served = undefined;
   await core?.close();
   await rm(dir, { recursive: true, force: true });
 });
@@ -304,10 +306,8 @@ describe('listenUnix', () => {
     const res = spawnSync(process.execPath, ['-e', script], { timeout: 10_000 });
     expect(res.signal).toBe('SIGKILL');
     expect((await stat(stale)).isSocket()).toBe(true);
-    const srv = new grpc.Server();
-    srv.addService(loadSnapshotsService(), snapshotsHandlers(core, () => {}));
+    const srv = await serveInProcess(core, stale, { listen: { mode: 0o600, gid: process.getgid!() } });
     try {
-      await listenUnix(srv, stale, { mode: 0o600, gid: process.getgid!() });
       expect((await stat(stale)).mode & 0o777).toBe(0o600);
       const Ctor = snapshotsClientConstructor();
       const c = new Ctor(`unix://${stale}`, grpc.credentials.createInsecure()) as Client;
@@ -317,7 +317,7 @@ describe('listenUnix', () => {
         c.close();
       }
     } finally {
-      await shutdownServer(srv, 500);
+      await srv.close(500);
     }
   });
 
@@ -329,10 +329,8 @@ describe('listenUnix', () => {
       const base = join(dir, 'd'.repeat(len - nameLen - 1 - Buffer.byteLength(dir) - 1));
       const p = join(base, 'n'.repeat(nameLen));
       expect(Buffer.byteLength(p)).toBe(len);
-      const srv = new grpc.Server();
-      srv.addService(loadSnapshotsService(), snapshotsHandlers(core, () => {}));
+      const srv = await serveInProcess(core, p);
       try {
-        await listenUnix(srv, p);
         expect((await stat(p)).mode & 0o777).toBe(0o660);
         const Ctor = snapshotsClientConstructor();
         const c = new Ctor(`unix://${p}`, grpc.credentials.createInsecure()) as Client;
@@ -344,7 +342,7 @@ describe('listenUnix', () => {
         // no private bind dir left beside it
         expect((await readdir(base)).filter((n) => n.startsWith('.'))).toEqual([]);
       } finally {
-        await shutdownServer(srv, 500);
+        await srv.close(500);
         await rm(p, { force: true });
       }
     }

@@ -7,9 +7,8 @@
 import { imagesDirOf } from '../backends/blockfile/layout.js';
 import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { MetaStore } from '../storage/metastore.js';
+import { MetaStore, metadataPath } from '../storage/metastore.js';
 import { INODES_UNCOUNTED, SnapshotRows, type SnapshotRow } from '../storage/snapshots.js';
-import { metadataPath } from './open.js';
 import { Kind, kindName } from '../snapshots/snapshotter.js';
 import { allocatedBytes, fsInfo, readExt4Usage } from '../sys/fsinfo.js';
 import { withDefaults, poolNameOf } from '../backends/devmapper/config.js';

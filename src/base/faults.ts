@@ -1,8 +1,10 @@
 // faults lets the reliability tests kill a real server with SIGKILL at an
 // exact step of an operation (between two store, file or kernel changes),
-// which a kill from outside hits only by luck. It is inert unless
-// TSBLOCK_FAULT_POINTS is set when the process starts; nothing in production
-// sets it, and an unarmed faultPoint() is one boolean test.
+// which a kill from outside hits only by luck. It is the one fault-injection
+// mechanism of every layer (core, blockfile, devmapper, apply). It is
+// compiled in but inert unless TSBLOCK_FAULT_POINTS is set when the process
+// starts; nothing in production sets it, and an unarmed faultPoint() is one
+// boolean test (the variable is read once, not on every call).
 //
 //   TSBLOCK_FAULT_POINTS="spec[,spec…]"   spec := name[@n] | *@n
 //     name@n  die at the n-th time (default 1st) the point `name` is reached
@@ -49,10 +51,16 @@ export const FAULT_POINTS = [
   'devmapper:pool:after-activate',
   'devmapper:base:after-thin',
   'devmapper:base:after-mkfs',
+  'devmapper:create:after-thin', // thin id made in the pool, row still 'trying'
+  'devmapper:create:after-activate', // device active, row still 'trying'
+  'devmapper:commit:before-deactivate', // measured, device still active, core row still active
+  'devmapper:commit:after-backend', // backend done, core transaction not yet run
+  'devmapper:remove:before-delete-thin', // core row gone, device deactivated, thin id still in the pool
+  'devmapper:remove:after-delete-thin', // thin id gone from the pool, row still 'deleting'
 ] as const;
 
-/** FaultPointName is a declared point (devmapper declares its own names too). */
-export type FaultPointName = (typeof FAULT_POINTS)[number] | `devmapper:${string}`;
+/** FaultPointName is a declared point. */
+export type FaultPointName = (typeof FAULT_POINTS)[number];
 
 interface Armed {
   byName: Map<string, number>;

@@ -19,7 +19,16 @@
 import type { Kind, Usage } from '../snapshots/snapshotter.js';
 import type { Mount } from '../snapshots/mount.js';
 import type { Tx } from '../storage/metastore.js';
-import type { FreeSpace } from '../core/space.js';
+
+/** FreeSpace is what a backend reports about the storage new snapshots use. */
+export interface FreeSpace {
+  /** free is bytes available to tsblock (statfs f_bavail, or the pool's free data). */
+  free: number;
+  /** total is the storage's size in bytes. */
+  total: number;
+  /** what names the storage for messages ("filesystem under /var/lib/tsblock", "thin-pool X"). */
+  what: string;
+}
 
 /** BackendSnapshot is what a backend is told about one snapshot. */
 export interface BackendSnapshot {

@@ -1,4 +1,4 @@
-// syscalls wraps the few libc calls the applier needs beyond node:fs
+// nodes wraps the few libc calls the applier needs beyond node:fs
 // (ffi/mknod.ts): device nodes, xattrs on the entry itself (never a symlink's
 // target) and nanosecond timestamps that do not follow a final symlink.
 // Everything here acts on one path whose parents the caller already resolved

@@ -1,24 +1,34 @@
-// server runs a real `node dist/cli.js serve` child for the reliability
-// tests: started with fault points armed or not, killed with SIGKILL, and
-// restarted on the same root. A start the child does not survive (a fault
-// point hit during start-up reconciliation or base creation) is reported,
-// not thrown: it is one more crash the test counts.
+// server is the one way tests start a tsblock server:
+//   - ServerProc runs a real `node dist/cli.js serve` child (any backend):
+//     started with fault points armed or not, killed with SIGKILL, and
+//     restarted on the same root. A start the child does not survive (a
+//     fault point hit during start-up reconciliation or base creation) is
+//     reported, not thrown: it is one more crash the test counts.
+//   - serveInProcess serves a Snapshotter (and optionally the Diff service)
+//     from this process on a unix socket, for tests that need the gRPC edge
+//     over an in-process core.
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, openSync, readFileSync, statSync } from 'node:fs';
 import { connect } from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import * as grpc from '@grpc/grpc-js';
+import { loadDiffService, loadSnapshotsService } from '../../src/proto/load.js';
+import { snapshotsHandlers } from '../../src/server/service.js';
+import { diffHandlers, type DiffServiceOptions } from '../../src/server/diff-service.js';
+import { listenUnix, shutdownServer, type ListenOptions } from '../../src/server/listen.js';
+import type { Snapshotter } from '../../src/snapshots/snapshotter.js';
 
 /** REPO is the checkout root; CLI the built entry point. */
-export const REPO = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+export const REPO = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const CLI = join(REPO, 'dist', 'cli.js');
 
 /** distReason explains why server-process tests cannot run (undefined when they can). */
 export const distReason = (() => {
   if (!existsSync(CLI)) return 'needs a build (npm run build): dist/cli.js is missing';
-  const built = join(REPO, 'dist', 'src', 'core', 'faults.js');
-  if (!existsSync(built)) return 'needs a fresh build (npm run build): dist lacks src/core/faults.js';
+  const built = join(REPO, 'dist', 'src', 'base', 'faults.js');
+  if (!existsSync(built)) return 'needs a fresh build (npm run build): dist lacks src/base/faults.js';
   const src = join(REPO, 'src', 'core', 'snapshotter.ts');
   const out = join(REPO, 'dist', 'src', 'core', 'snapshotter.js');
   if (!existsSync(out) || statSync(out).mtimeMs < statSync(src).mtimeMs - 1000) {
@@ -38,6 +48,15 @@ export interface StartOptions {
   args?: string[];
   env?: Record<string, string>;
   timeoutMs?: number;
+  /**
+   * backendArgs replace the backend flags (default: blockfile with a 64M
+   * base), e.g. ['--backend', 'devmapper', '--data-size', '1G', '--base-size', '64M'].
+   */
+  backendArgs?: string[];
+  /** quiet (default true) turns metrics off and logs warnings only; false keeps the daemon's defaults. */
+  quiet?: boolean;
+  /** hostEnv (default false) passes the host's TSBLOCK_* variables and config file through. */
+  hostEnv?: boolean;
 }
 
 function canConnect(socket: string): Promise<boolean> {
@@ -70,13 +89,16 @@ export class ServerProc {
   static spawn(o: StartOptions): ServerProc {
     const fd = openSync(o.log, 'a');
     const args = [
-      CLI, 'serve', '--backend', 'blockfile', '--root', o.root, '--socket', o.socket,
-      '--base-size', '64M', '--metrics-address', '', '--log-level', 'warn', ...(o.args ?? []),
+      CLI, 'serve', ...(o.backendArgs ?? ['--backend', 'blockfile', '--base-size', '64M']), '--root', o.root, '--socket', o.socket,
+      ...(o.quiet === false ? [] : ['--metrics-address', '', '--log-level', 'warn']), ...(o.args ?? []),
     ];
     const env: NodeJS.ProcessEnv = {};
-    // The host's TSBLOCK_* settings must not reach the child (only ours).
-    for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('TSBLOCK_')) env[k] = v;
-    env.TSBLOCK_CONFIG = '/dev/null';
+    if (o.hostEnv) Object.assign(env, process.env);
+    else {
+      // The host's TSBLOCK_* settings must not reach the child (only ours).
+      for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('TSBLOCK_')) env[k] = v;
+      env.TSBLOCK_CONFIG = '/dev/null';
+    }
     if (o.faults) env.TSBLOCK_FAULT_POINTS = o.faults;
     if (o.trace) env.TSBLOCK_FAULT_TRACE = o.trace;
     Object.assign(env, o.env ?? {});
@@ -133,4 +155,32 @@ export function tail(file: string, lines = 30): string {
   } catch {
     return '(no log)';
   }
+}
+
+/** InProcessServer is a gRPC server this process runs for a test. */
+export interface InProcessServer {
+  server: grpc.Server;
+  socket: string;
+  /** close shuts the server down (waiting up to graceMs for calls in flight). */
+  close(graceMs?: number): Promise<void>;
+}
+
+/** InProcessOptions choose what serveInProcess serves and how it listens. */
+export interface InProcessOptions {
+  /** diff also serves containerd's Diff service with these options. */
+  diff?: DiffServiceOptions;
+  /** log receives the services' one line per failed request. */
+  log?: (line: object) => void;
+  /** listen are listenUnix's options (socket mode, group). */
+  listen?: ListenOptions;
+}
+
+/** serveInProcess serves sn's Snapshots service (and Diff when asked) on a unix socket at `socket`. */
+export async function serveInProcess(sn: Snapshotter, socket: string, o: InProcessOptions = {}): Promise<InProcessServer> {
+  const log = o.log ?? (() => {});
+  const server = new grpc.Server();
+  server.addService(loadSnapshotsService(), snapshotsHandlers(sn, log));
+  if (o.diff) server.addService(loadDiffService(), diffHandlers(o.diff, log));
+  await listenUnix(server, socket, o.listen);
+  return { server, socket, close: (graceMs = 1000) => shutdownServer(server, graceMs) };
 }
