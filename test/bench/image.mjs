@@ -1,0 +1,340 @@
+#!/usr/bin/env node
+// npm run bench:image — a real multi-layer image through real containerd,
+// tsblock against overlayfs on the same root filesystem (issue 16).
+//
+// Builds offline (once, cached under /var/cache/tsblock-bench) a 5-layer
+// Debian image (lib/realimage.mjs: debootstrap minbase, python3, deletions
+// and links, a 200 MiB file, 5000 small files), pushes it to Debian's
+// docker-registry on 127.0.0.1, makes an ext4 and an XFS (reflink=1) root as
+// loop-backed filesystems in sparse files under --dir (default /var/tmp; the
+// loop devices use direct I/O so the "host disk" is not cached twice), and
+// for each containerd release (1.6 from /usr/bin, 2.4 from
+// /var/cache/tsblock-tools) runs four private containerds (own roots and
+// sockets, names prefixed "bench"):
+//   tsblock-ext4   tsblock (blockfile, the default store: XFS in a file) on the ext4 root
+//   tsblock-xfs    tsblock on the XFS root (reflinks directly)
+//   overlayfs-ext4 containerd's overlayfs on the ext4 root
+//   overlayfs-xfs  containerd's overlayfs on the XFS root
+// On 2.x tsblock is also the differ (proxy diff plugin, unpack_config) unless
+// --no-differ. Rounds are interleaved (every configuration once per round,
+// the order rotated each round), medians reported. Per round and
+// configuration:
+//   pull        ctr images pull --plain-http (all layers: fetch + unpack)
+//   run         ctr run --rm IMG ID true
+//   10 starts   10 × ctr run -d at once, until all 10 are running
+//   read warm   in a fresh container, cat every file (find / -xdev), timed inside
+//   read cold   the same after sync + drop_caches
+//   disk        root filesystem blocks used with the 10 running, less before the pull
+//   gc          ctr images rm --sync (after the containers are removed)
+// plus tsblock's CPU time per round, and a content check (listing hash,
+// dpkg --verify, file count) that must agree across configurations.
+//
+//   node test/bench/image.mjs [--rounds 2] [--dir /var/tmp] [--only tsblock-ext4,overlayfs-ext4]
+//        [--versions 1.6,2.4] [--no-differ] [--json FILE]
+// Needs root, runc, docker-registry, debootstrap (first run), mkfs.xfs and a built tree (npm run build).
+
+import { parseArgs } from 'node:util';
+import { execFileSync, spawn } from 'node:child_process';
+import { connect } from 'node:net';
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { REPO, median, nowMs, sleep } from './lib/util.mjs';
+import { buildRealImage } from './lib/realimage.mjs';
+import { Containerd, containerdBins, startRegistry } from './lib/ctrd.mjs';
+
+const { values } = parseArgs({
+  options: {
+    rounds: { type: 'string', default: '2' },
+    dir: { type: 'string', default: '/var/tmp' },
+    only: { type: 'string' },
+    versions: { type: 'string', default: '1.6,2.4' },
+    'no-differ': { type: 'boolean', default: false },
+    json: { type: 'string' },
+    'fs-size': { type: 'string', default: '40G' },
+  },
+});
+const ROUNDS = Number(values.rounds);
+const VERSION_DIRS = { '1.6': '/usr/bin', '2.4': '/var/cache/tsblock-tools/containerd-v2.4.2/bin', '2.3': '/var/cache/tsblock-tools/containerd-v2.3.7/bin' };
+const CONFIGS = ['tsblock-ext4', 'tsblock-xfs', 'overlayfs-ext4', 'overlayfs-xfs'].filter((c) => !values.only || values.only.split(',').includes(c));
+const log = (m) => console.error(`[bench:image ${new Date().toISOString().slice(11, 19)}] ${m}`);
+const sh = (cmd, args) => execFileSync(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] }).toString();
+const GiB = 1024 ** 3;
+
+if (process.getuid() !== 0) throw new Error('bench:image needs root (loop devices, mounts, containerd)');
+if (!existsSync(join(REPO, 'dist', 'cli.js'))) throw new Error('dist/cli.js missing: npm run build');
+
+const work = mkdtempSync(join(values.dir, 'bench-image-'));
+const cleanups = [];
+let released = false;
+async function release() {
+  if (released) return;
+  released = true;
+  for (const f of cleanups.splice(0).reverse()) {
+    try {
+      await f();
+    } catch (err) {
+      console.error(`cleanup: ${err.message.split('\n')[0]}`);
+    }
+  }
+  rmSync(work, { recursive: true, force: true });
+}
+for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => release().then(() => process.exit(130)));
+
+/** loopFs makes a filesystem in a sparse file on a direct-I/O loop device and mounts it. */
+function loopFs(type) {
+  const file = join(work, `${type}.img`);
+  const dir = join(work, type);
+  mkdirSync(dir);
+  closeSync(openSync(file, 'w'));
+  sh('truncate', ['-s', values['fs-size'], file]);
+  if (type === 'ext4') sh('mkfs.ext4', ['-q', '-F', '-E', 'lazy_itable_init=0,lazy_journal_init=0', file]);
+  else sh('mkfs.xfs', ['-q', '-f', '-m', 'reflink=1', file]);
+  const dev = sh('losetup', ['--find', '--show', '--direct-io=on', file]).trim();
+  cleanups.push(() => sh('losetup', ['-d', dev]));
+  sh('mount', ['-o', 'noatime', dev, dir]);
+  cleanups.push(() => umountUnder(dir));
+  return { type, dir, dev, file };
+}
+
+/** umountUnder unmounts everything at or below dir, deepest first (what a crashed run left behind). */
+function umountUnder(dir) {
+  const mps = readFileSync('/proc/self/mountinfo', 'utf8').split('\n').map((l) => l.split(' ')[4]).filter((m) => m && (m === dir || m.startsWith(`${dir}/`)));
+  for (const m of [...new Set(mps)].sort((a, b) => b.length - a.length)) {
+    try {
+      sh('umount', [m]);
+    } catch {
+      sh('umount', ['-l', m]);
+    }
+  }
+}
+
+const usedBytes = (dir) => {
+  const s = statfsSync(dir);
+  return (s.blocks - s.bfree) * s.bsize;
+};
+
+function cpuMs(pid) {
+  try {
+    const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+    return ((Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14])) * 1000) / 100; // utime stime cutime cstime at 100 Hz
+  } catch {
+    return NaN;
+  }
+}
+
+function canConnect(socket) {
+  return new Promise((resolve) => {
+    const s = connect(socket);
+    s.once('connect', () => (s.destroy(), resolve(true)));
+    s.once('error', () => resolve(false));
+  });
+}
+
+/** startTsblock runs `tsblock serve` (blockfile, defaults) on root; resolves when the socket answers. */
+async function startTsblock(id, root) {
+  const socket = join(work, `${id}-tsblock.sock`);
+  const cfg = join(work, `${id}-tsblock.toml`);
+  const logf = join(work, `${id}-tsblock.log`);
+  writeFileSync(cfg, '');
+  mkdirSync(root, { recursive: true });
+  const fd = openSync(logf, 'a');
+  const cli = process.env.TSBLOCK_BENCH_CLI ?? join(REPO, 'dist', 'cli.js');
+  const proc = spawn(process.execPath, [cli, 'serve', '--config', cfg, '--root', root, '--socket', socket, '--backend', 'blockfile', '--metrics-address', '', '--log-level', 'warn'],
+    { stdio: ['ignore', fd, fd], env: { PATH: process.env.PATH, HOME: process.env.HOME ?? '/root' } });
+  closeSync(fd);
+  const exited = new Promise((r) => proc.once('exit', () => r()));
+  cleanups.push(async () => {
+    if (proc.exitCode === null && proc.signalCode === null) {
+      proc.kill('SIGTERM');
+      const t = setTimeout(() => proc.kill('SIGKILL'), 30000);
+      await exited;
+      clearTimeout(t);
+    }
+  });
+  const t0 = Date.now();
+  while (!(existsSync(socket) && (await canConnect(socket)))) {
+    if (proc.exitCode !== null) throw new Error(`tsblock ${id} exited: ${readFileSync(logf, 'utf8').slice(-1500)}`);
+    if (Date.now() - t0 > 120000) throw new Error(`tsblock ${id} did not listen in 120 s`);
+    await sleep(50);
+  }
+  return { proc, socket, log: logf };
+}
+
+// The content check, timed inside the container: cat every file, then a listing hash
+// (lost+found excluded: an ext4 root has one, overlayfs does not), file count, dpkg --verify.
+const READ = [
+  's=$(date +%s%N); find / -xdev -type f -print0 | xargs -0 cat > /dev/null; e=$(date +%s%N); echo "T $((e-s))"',
+  "echo \"H $(find / -xdev -path /lost+found -prune -o \\( -type d -printf '%p d %m %U:%G\\n' \\) -o -printf '%p %y %s %m %U:%G %l\\n' | sort | md5sum | cut -c1-12)\"",
+  'echo "N $(find / -xdev -type f | wc -l)"',
+  'dpkg --verify > /tmp/v 2>&1; echo "V $? $(wc -l < /tmp/v)"',
+].join('; ');
+
+function parseRead(out) {
+  const get = (k) => (new RegExp(`^${k} (.*)$`, 'm').exec(out) ?? [])[1];
+  return { ms: Number(get('T')) / 1e6, hash: get('H'), files: Number(get('N')), dpkg: get('V') };
+}
+
+const dropCaches = () => {
+  sh('sync', []);
+  writeFileSync('/proc/sys/vm/drop_caches', '3');
+};
+
+let seq = 0;
+/** cycle is one round of one configuration: pull … gc, every figure in ms (disk in bytes). */
+async function cycle(c, ref) {
+  const S = c.snapshotter;
+  const ctr = (args, o) => c.ctrd.ctr(args, o);
+  const n = ++seq;
+  const cpu0 = c.tsblock ? cpuMs(c.tsblock.proc.pid) : NaN;
+  const ctrdCpu0 = cpuMs(c.ctrd.proc.pid);
+  sh('sync', []);
+  const used0 = usedBytes(c.fs.dir);
+  const r = {};
+  r.pull = (await ctr(['images', 'pull', '--plain-http', '--snapshotter', S, ref])).ms;
+  r.run = (await ctr(['run', '--rm', '--snapshotter', S, ref, `bench-rm-${n}`, 'true'])).ms;
+  const warm = parseRead((await ctr(['run', '--rm', '--snapshotter', S, ref, `bench-rw-${n}`, 'sh', '-c', READ])).stdout);
+  r.readWarm = warm.ms;
+  dropCaches();
+  const cold = parseRead((await ctr(['run', '--rm', '--snapshotter', S, ref, `bench-rc-${n}`, 'sh', '-c', READ])).stdout);
+  r.readCold = cold.ms;
+  const t0 = nowMs();
+  await Promise.all(Array.from({ length: 10 }, (_, i) => ctr(['run', '-d', '--snapshotter', S, ref, `bench-d${i}-${n}`, 'sleep', '3600'])));
+  r.start10 = nowMs() - t0;
+  sh('sync', []);
+  r.disk = usedBytes(c.fs.dir) - used0;
+  await c.ctrd.removeAll();
+  r.gc = (await ctr(['images', 'rm', '--sync', ref])).ms;
+  const left = (await ctr(['snapshots', '--snapshotter', S, 'ls'])).stdout.trim().split('\n').length - 1;
+  r.tsblockCpu = c.tsblock ? cpuMs(c.tsblock.proc.pid) - cpu0 : undefined;
+  r.containerdCpu = cpuMs(c.ctrd.proc.pid) - ctrdCpu0;
+  r.check = { hash: warm.hash, coldHash: cold.hash, files: warm.files, dpkg: warm.dpkg, snapshotsLeft: left };
+  return r;
+}
+
+const METRICS = [
+  ['pull', 'pull (5 layers)', 0.9, 'ms'],
+  ['run', '`ctr run --rm … true`', 1.2, 'ms'],
+  ['start10', '10 × `ctr run -d` at once', 1.2, 'ms'],
+  ['readWarm', 'first read of every file, warm cache', undefined, 'ms'],
+  ['readCold', 'first read of every file, after dropping caches', 1.1, 'ms'],
+  ['disk', 'disk used with 10 containers running', 1.1, 'bytes'],
+  ['gc', '`ctr images rm --sync`', 1.0, 'ms'],
+];
+const fmt = (v, unit) => (v === undefined || Number.isNaN(v) ? '–' : unit === 'bytes' ? `${(v / GiB).toFixed(2)} GiB` : v >= 1000 ? `${(v / 1000).toFixed(2)} s` : `${v.toFixed(0)} ms`);
+
+function report(results, configs, meta) {
+  const lines = [];
+  const out = { ...meta, versions: {} };
+  for (const ver of [...new Set(configs.map((c) => c.version))]) {
+    const med = {};
+    for (const c of configs.filter((x) => x.version === ver)) {
+      med[c.name] = {};
+      for (const [k] of METRICS) med[c.name][k] = median(results[c.id].map((r) => r[k]));
+      med[c.name].tsblockCpu = median(results[c.id].map((r) => r.tsblockCpu ?? NaN));
+      med[c.name].containerdCpu = median(results[c.id].map((r) => r.containerdCpu));
+    }
+    out.versions[ver] = { medians: med, rounds: Object.fromEntries(configs.filter((x) => x.version === ver).map((c) => [c.name, results[c.id]])) };
+    const bin = configs.find((x) => x.version === ver).bins.version;
+    lines.push('', `### containerd ${bin}${ver !== '1.6' && !values['no-differ'] ? ' (tsblock as the differ)' : ''}`, '');
+    lines.push('| | tsblock, ext4 root | overlayfs, ext4 root | ratio | tsblock, XFS root | overlayfs, XFS root | ratio | goal |', '| --- | --- | --- | --- | --- | --- | --- | --- |');
+    for (const [k, label, goal, unit] of METRICS) {
+      const cell = (name) => fmt(med[name]?.[k], unit);
+      const ratio = (a, b) => {
+        const x = med[a]?.[k];
+        const y = med[b]?.[k];
+        if (x === undefined || y === undefined) return '–';
+        const q = x / y;
+        const met = goal === undefined ? '' : (goal === 1.0 ? q < 1 : q <= goal) ? ' ✓' : ' ✗';
+        return `${q.toFixed(2)}×${met}`;
+      };
+      lines.push(`| ${label} | ${cell('tsblock-ext4')} | ${cell('overlayfs-ext4')} | ${ratio('tsblock-ext4', 'overlayfs-ext4')} | ${cell('tsblock-xfs')} | ${cell('overlayfs-xfs')} | ${ratio('tsblock-xfs', 'overlayfs-xfs')} | ${goal === undefined ? '–' : goal === 1.0 ? '< 1×' : `≤ ${goal}×`} |`);
+    }
+    const cpu = (name) => (med[name] ? `${(med[name].tsblockCpu / 1000).toFixed(1)} s` : '–');
+    lines.push(`| tsblock CPU per round | ${cpu('tsblock-ext4')} | | | ${cpu('tsblock-xfs')} | | | |`);
+  }
+  return { markdown: lines.join('\n'), json: out };
+}
+
+async function main() {
+  log(`work dir ${work}`);
+  const versions = values.versions.split(',').map((v) => {
+    const { bins, reason } = containerdBins(VERSION_DIRS[v] ?? v);
+    if (!bins) throw new Error(`containerd ${v}: ${reason}`);
+    return [v, bins];
+  });
+  const img = await buildRealImage();
+  log(`image: ${img.layers.length} layers, ${(img.compressedBytes / 1024 ** 2).toFixed(0)} MiB compressed`);
+  const fss = { ext4: loopFs('ext4'), xfs: loopFs('xfs') };
+  const reg = await startRegistry(join(work, 'registry'));
+  cleanups.push(() => reg.stop());
+  const ref = await reg.push(img, 'bench/debian-python', 'v1');
+  log(`pushed ${ref}`);
+  const configs = [];
+  for (const [ver, bins] of versions) {
+    for (const name of CONFIGS) {
+      const [impl, fsType] = name.split('-');
+      const fs = fss[fsType];
+      const id = `bench-${ver.replace('.', '')}-${name}`;
+      const base = join(fs.dir, id);
+      const c = { id, name, version: ver, bins, fs, snapshotter: impl === 'tsblock' ? 'tsblock' : 'overlayfs' };
+      let config = {};
+      if (impl === 'tsblock') {
+        c.tsblock = await startTsblock(id, join(base, 'tsblock'));
+        const differ = bins.major >= 2 && !values['no-differ'];
+        config = {
+          proxies: [{ name: 'tsblock', type: 'snapshot', address: c.tsblock.socket }, ...(differ ? [{ name: 'tsblock-diff', type: 'diff', address: c.tsblock.socket }] : [])],
+          unpack: bins.major >= 2 ? [{ snapshotter: 'tsblock', differ: differ ? 'tsblock-diff' : undefined }] : undefined,
+          diffOrder: differ ? ['tsblock-diff', 'walking'] : undefined,
+        };
+      }
+      const cw = join(work, id);
+      mkdirSync(cw, { recursive: true });
+      c.ctrd = new Containerd({ work: cw, bins, root: join(base, 'containerd'), config });
+      await c.ctrd.start();
+      // Containers first (their shims outlive containerd), then containerd; tsblock stops after (cleanups run in reverse).
+      cleanups.push(async () => {
+        await c.ctrd.removeAll();
+        await c.ctrd.ctr(['images', 'rm', '--sync', ref], { check: false });
+        await c.ctrd.stop();
+      });
+      configs.push(c);
+      log(`${id}: containerd ${bins.version} up${c.tsblock ? ' with tsblock' : ''}`);
+    }
+  }
+  const results = Object.fromEntries(configs.map((c) => [c.id, []]));
+  for (let round = 0; round < ROUNDS; round++) {
+    const order = configs.map((_, i) => configs[(i + round) % configs.length]);
+    for (const c of order) {
+      const r = await cycle(c, ref);
+      results[c.id].push(r);
+      log(`round ${round + 1} ${c.id}: ${METRICS.map(([k, , , u]) => `${k} ${fmt(r[k], u)}`).join(', ')}${r.tsblockCpu !== undefined ? `, tsblock CPU ${(r.tsblockCpu / 1000).toFixed(1)} s` : ''} [${JSON.stringify(r.check)}]`);
+    }
+  }
+  // Content must agree: the same listing hash, file count and dpkg result everywhere.
+  const checks = configs.flatMap((c) => results[c.id].map((r) => ({ id: c.id, ...r.check })));
+  const bad = checks.filter((k) => k.hash !== checks[0].hash || k.coldHash !== checks[0].hash || k.files !== checks[0].files || k.dpkg !== checks[0].dpkg || k.snapshotsLeft !== 0);
+  const meta = {
+    date: new Date().toISOString(),
+    host: { kernel: sh('uname', ['-r']).trim(), cpus: (await import('node:os')).cpus().length, loadavg: (await import('node:os')).loadavg() },
+    image: { layers: img.layers.length, compressedBytes: img.compressedBytes, files: checks[0].files },
+    rounds: ROUNDS,
+    contentCheck: bad.length ? { ok: false, mismatches: bad, reference: checks[0] } : { ok: true, ...checks[0] },
+  };
+  const { markdown, json } = report(results, configs, meta);
+  console.log(markdown);
+  console.log(`\ncontent check: ${bad.length ? `MISMATCH ${JSON.stringify(bad)}` : `ok (${checks[0].files} files, listing ${checks[0].hash}, dpkg --verify ${checks[0].dpkg}, no snapshot left after GC)`}`);
+  console.log(`load average at the end: ${meta.host.loadavg.map((x) => x.toFixed(2)).join(' ')}`);
+  const text = JSON.stringify(json, null, 1);
+  if (values.json) writeFileSync(values.json, text);
+  console.log('\n```json\n' + JSON.stringify({ ...json, versions: Object.fromEntries(Object.entries(json.versions).map(([k, v]) => [k, v.medians])) }) + '\n```');
+  if (bad.length) process.exitCode = 1;
+}
+
+try {
+  await main();
+} catch (err) {
+  console.error(err.stack ?? String(err));
+  process.exitCode = 1;
+} finally {
+  await release();
+}
