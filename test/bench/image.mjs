@@ -30,7 +30,7 @@
 // dpkg --verify, file count) that must agree across configurations.
 //
 //   node test/bench/image.mjs [--rounds 2] [--dir /var/tmp] [--only tsblock-ext4,overlayfs-ext4]
-//        [--versions 1.6,2.4] [--no-differ] [--json FILE]
+//        [--versions 1.6,2.4] [--no-differ] [--variants dio,walking] [--json FILE]
 // Needs root, runc, docker-registry, debootstrap (first run), mkfs.xfs and a built tree (npm run build).
 
 import { parseArgs } from 'node:util';
@@ -51,11 +51,23 @@ const { values } = parseArgs({
     'no-differ': { type: 'boolean', default: false },
     json: { type: 'string' },
     'fs-size': { type: 'string', default: '40G' },
+    variants: { type: 'string', default: '' },
   },
 });
 const ROUNDS = Number(values.rounds);
 const VERSION_DIRS = { '1.6': '/usr/bin', '2.4': '/var/cache/tsblock-tools/containerd-v2.4.2/bin', '2.3': '/var/cache/tsblock-tools/containerd-v2.3.7/bin' };
-const CONFIGS = ['tsblock-ext4', 'tsblock-xfs', 'overlayfs-ext4', 'overlayfs-xfs'].filter((c) => !values.only || values.only.split(',').includes(c));
+// Variants of tsblock, measured in the same interleaved rounds (before/after in one run):
+//   dio      serve --mount-option direct-io: containers' loop devices read their image with
+//            direct I/O (one page cache, not two); containerd ≥ 2 only (1.6 passes the option to ext4)
+//   walking  containerd 2.x without tsblock as the differ (containerd's walking applier through the mount)
+const VARIANTS = {
+  dio: { args: ['--mount-option', 'direct-io'], minMajor: 2 },
+  walking: { noDiffer: true, minMajor: 2 },
+};
+const VARIANT_NAMES = values.variants.split(',').filter(Boolean);
+for (const v of VARIANT_NAMES) if (!VARIANTS[v]) throw new Error(`unknown variant ${v} (${Object.keys(VARIANTS).join(', ')})`);
+const CONFIGS = ['tsblock-ext4', 'overlayfs-ext4', 'tsblock-xfs', 'overlayfs-xfs', ...VARIANT_NAMES.flatMap((v) => [`tsblock+${v}-ext4`, `tsblock+${v}-xfs`])]
+  .filter((c) => !values.only || values.only.split(',').includes(c));
 const log = (m) => console.error(`[bench:image ${new Date().toISOString().slice(11, 19)}] ${m}`);
 const sh = (cmd, args) => execFileSync(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] }).toString();
 const GiB = 1024 ** 3;
@@ -131,7 +143,7 @@ function canConnect(socket) {
 }
 
 /** startTsblock runs `tsblock serve` (blockfile, defaults) on root; resolves when the socket answers. */
-async function startTsblock(id, root) {
+async function startTsblock(id, root, extraArgs = []) {
   const socket = join(work, `${id}-tsblock.sock`);
   const cfg = join(work, `${id}-tsblock.toml`);
   const logf = join(work, `${id}-tsblock.log`);
@@ -139,7 +151,7 @@ async function startTsblock(id, root) {
   mkdirSync(root, { recursive: true });
   const fd = openSync(logf, 'a');
   const cli = process.env.TSBLOCK_BENCH_CLI ?? join(REPO, 'dist', 'cli.js');
-  const proc = spawn(process.execPath, [cli, 'serve', '--config', cfg, '--root', root, '--socket', socket, '--backend', 'blockfile', '--metrics-address', '', '--log-level', 'warn'],
+  const proc = spawn(process.execPath, [cli, 'serve', '--config', cfg, '--root', root, '--socket', socket, '--backend', 'blockfile', '--metrics-address', '', '--log-level', 'warn', ...extraArgs],
     { stdio: ['ignore', fd, fd], env: { PATH: process.env.PATH, HOME: process.env.HOME ?? '/root' } });
   closeSync(fd);
   const exited = new Promise((r) => proc.once('exit', () => r()));
@@ -226,31 +238,31 @@ function report(results, configs, meta) {
   const lines = [];
   const out = { ...meta, versions: {} };
   for (const ver of [...new Set(configs.map((c) => c.version))]) {
+    const cs = configs.filter((x) => x.version === ver);
     const med = {};
-    for (const c of configs.filter((x) => x.version === ver)) {
+    for (const c of cs) {
       med[c.name] = {};
       for (const [k] of METRICS) med[c.name][k] = median(results[c.id].map((r) => r[k]));
       med[c.name].tsblockCpu = median(results[c.id].map((r) => r.tsblockCpu ?? NaN));
       med[c.name].containerdCpu = median(results[c.id].map((r) => r.containerdCpu));
     }
-    out.versions[ver] = { medians: med, rounds: Object.fromEntries(configs.filter((x) => x.version === ver).map((c) => [c.name, results[c.id]])) };
-    const bin = configs.find((x) => x.version === ver).bins.version;
-    lines.push('', `### containerd ${bin}${ver !== '1.6' && !values['no-differ'] ? ' (tsblock as the differ)' : ''}`, '');
-    lines.push('| | tsblock, ext4 root | overlayfs, ext4 root | ratio | tsblock, XFS root | overlayfs, XFS root | ratio | goal |', '| --- | --- | --- | --- | --- | --- | --- | --- |');
+    out.versions[ver] = { containerd: cs[0].bins.version, medians: med, rounds: Object.fromEntries(cs.map((c) => [c.name, results[c.id]])) };
+    const differ = cs[0].bins.major >= 2 && !values['no-differ'];
+    lines.push('', `### containerd ${cs[0].bins.version}${differ ? ' (tsblock as the differ unless "+walking")' : ''}`, '');
+    lines.push(`| | ${cs.map((c) => c.name).join(' | ')} | goal |`, `| --- |${cs.map(() => ' --- |').join('')} --- |`);
     for (const [k, label, goal, unit] of METRICS) {
-      const cell = (name) => fmt(med[name]?.[k], unit);
-      const ratio = (a, b) => {
-        const x = med[a]?.[k];
-        const y = med[b]?.[k];
-        if (x === undefined || y === undefined) return '–';
-        const q = x / y;
+      const cell = (c) => {
+        const x = med[c.name][k];
+        const ref = c.impl === 'tsblock' ? med[`overlayfs-${c.fsType}`]?.[k] : undefined;
+        if (ref === undefined) return fmt(x, unit);
+        const q = x / ref;
         const met = goal === undefined ? '' : (goal === 1.0 ? q < 1 : q <= goal) ? ' ✓' : ' ✗';
-        return `${q.toFixed(2)}×${met}`;
+        return `${fmt(x, unit)} (${q.toFixed(2)}×${met})`;
       };
-      lines.push(`| ${label} | ${cell('tsblock-ext4')} | ${cell('overlayfs-ext4')} | ${ratio('tsblock-ext4', 'overlayfs-ext4')} | ${cell('tsblock-xfs')} | ${cell('overlayfs-xfs')} | ${ratio('tsblock-xfs', 'overlayfs-xfs')} | ${goal === undefined ? '–' : goal === 1.0 ? '< 1×' : `≤ ${goal}×`} |`);
+      lines.push(`| ${label} | ${cs.map(cell).join(' | ')} | ${goal === undefined ? '–' : goal === 1.0 ? '< 1×' : `≤ ${goal}×`} |`);
     }
-    const cpu = (name) => (med[name] ? `${(med[name].tsblockCpu / 1000).toFixed(1)} s` : '–');
-    lines.push(`| tsblock CPU per round | ${cpu('tsblock-ext4')} | | | ${cpu('tsblock-xfs')} | | | |`);
+    lines.push(`| tsblock CPU per round | ${cs.map((c) => (c.impl === 'tsblock' ? `${(med[c.name].tsblockCpu / 1000).toFixed(1)} s` : '')).join(' | ')} | |`);
+    lines.push(`| containerd CPU per round | ${cs.map((c) => `${(med[c.name].containerdCpu / 1000).toFixed(1)} s`).join(' | ')} | |`);
   }
   return { markdown: lines.join('\n'), json: out };
 }
@@ -272,15 +284,21 @@ async function main() {
   const configs = [];
   for (const [ver, bins] of versions) {
     for (const name of CONFIGS) {
-      const [impl, fsType] = name.split('-');
+      const [, implv, fsType] = /^(.*)-(ext4|xfs)$/.exec(name);
+      const [impl, variant] = implv.split('+');
+      const v = variant ? VARIANTS[variant] : {};
+      if (v.minMajor && bins.major < v.minMajor) {
+        log(`${name} on containerd ${bins.version}: skipped (needs containerd ≥ ${v.minMajor})`);
+        continue;
+      }
       const fs = fss[fsType];
-      const id = `bench-${ver.replace('.', '')}-${name}`;
+      const id = `bench-${ver.replace('.', '')}-${name.replace('+', '-')}`;
       const base = join(fs.dir, id);
-      const c = { id, name, version: ver, bins, fs, snapshotter: impl === 'tsblock' ? 'tsblock' : 'overlayfs' };
+      const c = { id, name, impl, fsType, version: ver, bins, fs, snapshotter: impl === 'tsblock' ? 'tsblock' : 'overlayfs' };
       let config = {};
       if (impl === 'tsblock') {
-        c.tsblock = await startTsblock(id, join(base, 'tsblock'));
-        const differ = bins.major >= 2 && !values['no-differ'];
+        c.tsblock = await startTsblock(id, join(base, 'tsblock'), v.args);
+        const differ = bins.major >= 2 && !values['no-differ'] && !v.noDiffer;
         config = {
           proxies: [{ name: 'tsblock', type: 'snapshot', address: c.tsblock.socket }, ...(differ ? [{ name: 'tsblock-diff', type: 'diff', address: c.tsblock.socket }] : [])],
           unpack: bins.major >= 2 ? [{ snapshotter: 'tsblock', differ: differ ? 'tsblock-diff' : undefined }] : undefined,
