@@ -88,6 +88,14 @@ async function release() {
       console.error(`cleanup: ${err.message.split('\n')[0]}`);
     }
   }
+  // Keep the logs of the last run (tsblock's, containerd's, the registry's) for a post-mortem.
+  const keep = join(values.dir, 'bench-image-logs-last');
+  rmSync(keep, { recursive: true, force: true });
+  try {
+    execFileSync('sh', ['-c', 'cd "$0" && find . -maxdepth 3 -name "*.log" -size -64M | cpio -pdm "$1" 2>/dev/null', work, keep]);
+  } catch {
+    /* best effort */
+  }
   rmSync(work, { recursive: true, force: true });
 }
 for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => release().then(() => process.exit(130)));
@@ -124,6 +132,19 @@ const usedBytes = (dir) => {
   const s = statfsSync(dir);
   return (s.blocks - s.bfree) * s.bsize;
 };
+
+/** settledUsed syncs and waits (≤ 15 s) until the blocks used stop shrinking: the last GC's frees (XFS inodegc, discards) must not count against the next configuration. */
+async function settledUsed(dir) {
+  let prev = Infinity;
+  for (let i = 0; i < 30; i++) {
+    sh('sync', []);
+    const u = usedBytes(dir);
+    if (u >= prev) return u;
+    prev = u;
+    await sleep(500);
+  }
+  return prev;
+}
 
 function cpuMs(pid) {
   try {
@@ -199,8 +220,7 @@ async function cycle(c, ref) {
   const n = ++seq;
   const cpu0 = c.tsblock ? cpuMs(c.tsblock.proc.pid) : NaN;
   const ctrdCpu0 = cpuMs(c.ctrd.proc.pid);
-  sh('sync', []);
-  const used0 = usedBytes(c.fs.dir);
+  const used0 = await settledUsed(c.fs.dir);
   const r = {};
   r.pull = (await ctr(['images', 'pull', '--plain-http', '--snapshotter', S, ref])).ms;
   r.run = (await ctr(['run', '--rm', '--snapshotter', S, ref, `bench-rm-${n}`, 'true'])).ms;
@@ -297,7 +317,9 @@ async function main() {
       const c = { id, name, impl, fsType, version: ver, bins, fs, snapshotter: impl === 'tsblock' ? 'tsblock' : 'overlayfs' };
       let config = {};
       if (impl === 'tsblock') {
-        c.tsblock = await startTsblock(id, join(base, 'tsblock'), v.args);
+        // A proxy differ reads blobs from containerd's content store on disk (docs/applier.md).
+        const content = ['--content-dir', join(base, 'containerd', 'io.containerd.content.v1.content')];
+        c.tsblock = await startTsblock(id, join(base, 'tsblock'), [...content, ...(v.args ?? [])]);
         const differ = bins.major >= 2 && !values['no-differ'] && !v.noDiffer;
         config = {
           proxies: [{ name: 'tsblock', type: 'snapshot', address: c.tsblock.socket }, ...(differ ? [{ name: 'tsblock-diff', type: 'diff', address: c.tsblock.socket }] : [])],

@@ -158,7 +158,7 @@ export class Containerd {
       p.on('close', (code) => {
         clearTimeout(timer);
         const r = { code, stdout, stderr, ms: nowMs() - t0 };
-        if (check && code !== 0) reject(new Error(`ctr ${args.join(' ')}: exit ${code}: ${`${stderr}\n${stdout}`.trim().slice(-1500)}`));
+        if (check && code !== 0) reject(new Error(`ctr ${args.join(' ')}: exit ${code}: ${`${stdout.split('\n').filter((l) => !/[|]|elapsed/.test(l)).join('\n')}\n${stderr}`.trim().slice(-1500)}`));
         else resolve(r);
       });
     });
