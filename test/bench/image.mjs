@@ -38,7 +38,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import { connect } from 'node:net';
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { REPO, median, nowMs, sleep } from './lib/util.mjs';
+import { REPO, nowMs, sleep } from './lib/util.mjs';
 import { buildRealImage } from './lib/realimage.mjs';
 import { Containerd, containerdBins, startRegistry } from './lib/ctrd.mjs';
 
@@ -50,6 +50,7 @@ const { values } = parseArgs({
     versions: { type: 'string', default: '1.6,2.4' },
     'no-differ': { type: 'boolean', default: false },
     json: { type: 'string' },
+    'from-json': { type: 'string' },
     'fs-size': { type: 'string', default: '40G' },
     variants: { type: 'string', default: '' },
   },
@@ -68,11 +69,18 @@ const VARIANT_NAMES = values.variants.split(',').filter(Boolean);
 for (const v of VARIANT_NAMES) if (!VARIANTS[v]) throw new Error(`unknown variant ${v} (${Object.keys(VARIANTS).join(', ')})`);
 const CONFIGS = ['tsblock-ext4', 'overlayfs-ext4', 'tsblock-xfs', 'overlayfs-xfs', ...VARIANT_NAMES.flatMap((v) => [`tsblock+${v}-ext4`, `tsblock+${v}-xfs`])]
   .filter((c) => !values.only || values.only.split(',').includes(c));
+/** median: the middle value, or the mean of the two middle ones (2 rounds: their mean). */
+const median = (xs) => {
+  const s = xs.filter((x) => typeof x === 'number' && !Number.isNaN(x)).sort((a, b) => a - b);
+  if (s.length === 0) return NaN;
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+};
 const log = (m) => console.error(`[bench:image ${new Date().toISOString().slice(11, 19)}] ${m}`);
 const sh = (cmd, args) => execFileSync(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] }).toString();
 const GiB = 1024 ** 3;
 
-if (process.getuid() !== 0) throw new Error('bench:image needs root (loop devices, mounts, containerd)');
+if (process.getuid() !== 0 && !values['from-json']) throw new Error('bench:image needs root (loop devices, mounts, containerd)');
 if (!existsSync(join(REPO, 'dist', 'cli.js'))) throw new Error('dist/cli.js missing: npm run build');
 
 const work = mkdtempSync(join(values.dir, 'bench-image-'));
@@ -172,7 +180,9 @@ async function startTsblock(id, root, extraArgs = []) {
   mkdirSync(root, { recursive: true });
   const fd = openSync(logf, 'a');
   const cli = process.env.TSBLOCK_BENCH_CLI ?? join(REPO, 'dist', 'cli.js');
-  const proc = spawn(process.execPath, [cli, 'serve', '--config', cfg, '--root', root, '--socket', socket, '--backend', 'blockfile', '--metrics-address', '', '--log-level', 'warn', ...extraArgs],
+  // TSBLOCK_BENCH_NODE_ARGS: node flags for the servers, e.g. "--cpu-prof --cpu-prof-dir=DIR" (where the time goes).
+  const nodeArgs = (process.env.TSBLOCK_BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
+  const proc = spawn(process.execPath, [...nodeArgs, cli, 'serve', '--config', cfg, '--root', root, '--socket', socket, '--backend', 'blockfile', '--metrics-address', '', '--log-level', 'warn', ...extraArgs],
     { stdio: ['ignore', fd, fd], env: { PATH: process.env.PATH, HOME: process.env.HOME ?? '/root' } });
   closeSync(fd);
   const exited = new Promise((r) => proc.once('exit', () => r()));
@@ -370,8 +380,27 @@ async function main() {
   if (bad.length) process.exitCode = 1;
 }
 
+/** rerender prints the tables of a saved --json run again (e.g. after a change to the report). */
+function rerender(file) {
+  const j = JSON.parse(readFileSync(file, 'utf8'));
+  const configs = [];
+  const results = {};
+  for (const [ver, v] of Object.entries(j.versions)) {
+    for (const [name, rounds] of Object.entries(v.rounds)) {
+      const [, implv, fsType] = /^(.*)-(ext4|xfs)$/.exec(name);
+      const id = `${ver}/${name}`;
+      configs.push({ id, name, impl: implv.split('+')[0], fsType, version: ver, bins: { version: v.containerd, major: Number(v.containerd.split('.')[0]) } });
+      results[id] = rounds;
+    }
+  }
+  const { versions, ...meta } = j;
+  console.log(report(results, configs, meta).markdown);
+  console.log(`\nrun ${j.date}, ${j.rounds} rounds, load average at the end ${j.host.loadavg.map((x) => x.toFixed(2)).join(' ')}; content check ${j.contentCheck.ok ? 'ok' : 'MISMATCH'}`);
+}
+
 try {
-  await main();
+  if (values['from-json']) rerender(values['from-json']);
+  else await main();
 } catch (err) {
   console.error(err.stack ?? String(err));
   process.exitCode = 1;
