@@ -30,7 +30,7 @@
 // dpkg --verify, file count) that must agree across configurations.
 //
 //   node test/bench/image.mjs [--rounds 2] [--dir /var/tmp] [--only tsblock-ext4,overlayfs-ext4]
-//        [--versions 1.6,2.4] [--no-differ] [--variants dio,walking] [--json FILE]
+//        [--versions 1.6,2.4] [--no-differ] [--variants dio,walking,alt,alt-walking] [--json FILE] [--from-json FILE]
 // Needs root, runc, docker-registry, debootstrap (first run), mkfs.xfs and a built tree (npm run build).
 
 import { parseArgs } from 'node:util';
@@ -64,6 +64,11 @@ const VERSION_DIRS = { '1.6': '/usr/bin', '2.4': '/var/cache/tsblock-tools/conta
 const VARIANTS = {
   dio: { args: ['--mount-option', 'direct-io'], minMajor: 2 },
   walking: { noDiffer: true, minMajor: 2 },
+  // alt: another build (TSBLOCK_BENCH_ALT_CLI, e.g. the previous commit's dist/cli.js or an
+  // experiment) with TSBLOCK_BENCH_ALT_ENV ("K=V,K=V") in its environment, as the differ on 2.x
+  alt: { cli: process.env.TSBLOCK_BENCH_ALT_CLI, env: Object.fromEntries((process.env.TSBLOCK_BENCH_ALT_ENV ?? '').split(',').filter(Boolean).map((kv) => kv.split('='))) },
+  // alt-walking: the same build without tsblock as the differ on 2.x
+  'alt-walking': { cli: process.env.TSBLOCK_BENCH_ALT_CLI, env: Object.fromEntries((process.env.TSBLOCK_BENCH_ALT_ENV ?? '').split(',').filter(Boolean).map((kv) => kv.split('='))), noDiffer: true },
 };
 const VARIANT_NAMES = values.variants.split(',').filter(Boolean);
 for (const v of VARIANT_NAMES) if (!VARIANTS[v]) throw new Error(`unknown variant ${v} (${Object.keys(VARIANTS).join(', ')})`);
@@ -172,18 +177,18 @@ function canConnect(socket) {
 }
 
 /** startTsblock runs `tsblock serve` (blockfile, defaults) on root; resolves when the socket answers. */
-async function startTsblock(id, root, extraArgs = []) {
+async function startTsblock(id, root, extraArgs = [], { cli: altCli, env: altEnv } = {}) {
   const socket = join(work, `${id}-tsblock.sock`);
   const cfg = join(work, `${id}-tsblock.toml`);
   const logf = join(work, `${id}-tsblock.log`);
   writeFileSync(cfg, '');
   mkdirSync(root, { recursive: true });
   const fd = openSync(logf, 'a');
-  const cli = process.env.TSBLOCK_BENCH_CLI ?? join(REPO, 'dist', 'cli.js');
+  const cli = altCli ?? process.env.TSBLOCK_BENCH_CLI ?? join(REPO, 'dist', 'cli.js');
   // TSBLOCK_BENCH_NODE_ARGS: node flags for the servers, e.g. "--cpu-prof --cpu-prof-dir=DIR" (where the time goes).
   const nodeArgs = (process.env.TSBLOCK_BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
   const proc = spawn(process.execPath, [...nodeArgs, cli, 'serve', '--config', cfg, '--root', root, '--socket', socket, '--backend', 'blockfile', '--metrics-address', '', '--log-level', 'warn', ...extraArgs],
-    { stdio: ['ignore', fd, fd], env: { PATH: process.env.PATH, HOME: process.env.HOME ?? '/root' } });
+    { stdio: ['ignore', fd, fd], env: { PATH: process.env.PATH, HOME: process.env.HOME ?? '/root', ...altEnv } });
   closeSync(fd);
   const exited = new Promise((r) => proc.once('exit', () => r()));
   cleanups.push(async () => {
@@ -329,7 +334,8 @@ async function main() {
       if (impl === 'tsblock') {
         // A proxy differ reads blobs from containerd's content store on disk (docs/applier.md).
         const content = ['--content-dir', join(base, 'containerd', 'io.containerd.content.v1.content')];
-        c.tsblock = await startTsblock(id, join(base, 'tsblock'), [...content, ...(v.args ?? [])]);
+        if ('cli' in v && !v.cli) throw new Error(`variant ${variant} needs TSBLOCK_BENCH_ALT_CLI`);
+        c.tsblock = await startTsblock(id, join(base, 'tsblock'), [...content, ...(v.args ?? [])], v);
         const differ = bins.major >= 2 && !values['no-differ'] && !v.noDiffer;
         config = {
           proxies: [{ name: 'tsblock', type: 'snapshot', address: c.tsblock.socket }, ...(differ ? [{ name: 'tsblock-diff', type: 'diff', address: c.tsblock.socket }] : [])],
