@@ -87,6 +87,11 @@ const GiB = 1024 ** 3;
 
 if (process.getuid() !== 0 && !values['from-json']) throw new Error('bench:image needs root (loop devices, mounts, containerd)');
 if (!existsSync(join(REPO, 'dist', 'cli.js'))) throw new Error('dist/cli.js missing: npm run build');
+if (!values['from-json']) {
+  for (const [tool, pkg] of [['runc', 'runc'], ['docker-registry', 'docker-registry'], ['mkfs.xfs', 'xfsprogs'], ['losetup', 'mount']]) {
+    if (!['/usr/local/sbin', '/usr/sbin', '/usr/bin', '/sbin', '/bin'].some((d) => existsSync(join(d, tool)))) throw new Error(`bench:image needs ${tool} (apt-get install ${pkg})`);
+  }
+}
 
 const work = mkdtempSync(join(values.dir, 'bench-image-'));
 const cleanups = [];

@@ -227,6 +227,12 @@ async function* smallEntries() {
 export async function buildRealImage() {
   const meta = join(IMAGE_DIR, 'image.json');
   if (existsSync(meta)) return loadImage();
+  for (const [tool, pkg] of [['debootstrap', 'debootstrap'], ['getfattr', 'attr'], ['chroot', 'coreutils'], ['tar', 'tar']]) {
+    const found = ['/usr/sbin', '/usr/bin', '/sbin', '/bin'].some((d) => existsSync(join(d, tool)));
+    if (!found && !(tool === 'debootstrap' && existsSync(join(CACHE, `minbase-${SUITE}-amd64.tar`)))) {
+      throw new Error(`building the bench image needs ${tool} (apt-get install ${pkg})`);
+    }
+  }
   const tar = minbaseTar();
   const blobs = join(IMAGE_DIR, 'blobs');
   rmSync(IMAGE_DIR, { recursive: true, force: true });
