@@ -35,7 +35,7 @@
 
 import { parseArgs } from 'node:util';
 import { execFileSync, spawn } from 'node:child_process';
-import { connect } from 'node:net';
+import { connect, createServer } from 'node:net';
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { REPO, nowMs, sleep } from './lib/util.mjs';
@@ -173,6 +173,43 @@ function cpuMs(pid) {
   }
 }
 
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/** rpcSeconds scrapes tsblock's metrics: total seconds spent per RPC method so far ({} when unreachable). */
+async function rpcSeconds(c) {
+  if (!c.tsblock) return {};
+  try {
+    const text = await (await fetch(c.tsblock.metrics)).text();
+    const out = {};
+    for (const m of text.matchAll(/^tsblock_grpc_request_duration_seconds_sum\{([^}]*)\} (\S+)$/gm)) {
+      const method = /method="([^"]+)"/.exec(m[1])?.[1] ?? '?';
+      out[method] = (out[method] ?? 0) + Number(m[2]);
+    }
+    return out;
+  } catch {
+    return {};
+  }
+}
+
+/** rpcDelta is the ms per method between two rpcSeconds() scrapes (methods that took ≥ 1 ms). */
+function rpcDelta(a, b) {
+  const out = {};
+  for (const [k, v] of Object.entries(b)) {
+    const d = (v - (a[k] ?? 0)) * 1000;
+    if (d >= 1) out[k] = Math.round(d);
+  }
+  return out;
+}
+
 function canConnect(socket) {
   return new Promise((resolve) => {
     const s = connect(socket);
@@ -189,10 +226,11 @@ async function startTsblock(id, root, extraArgs = [], { cli: altCli, env: altEnv
   writeFileSync(cfg, '');
   mkdirSync(root, { recursive: true });
   const fd = openSync(logf, 'a');
+  const metricsPort = await freePort();
   const cli = altCli ?? process.env.TSBLOCK_BENCH_CLI ?? join(REPO, 'dist', 'cli.js');
   // TSBLOCK_BENCH_NODE_ARGS: node flags for the servers, e.g. "--cpu-prof --cpu-prof-dir=DIR" (where the time goes).
   const nodeArgs = (process.env.TSBLOCK_BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
-  const proc = spawn(process.execPath, [...nodeArgs, cli, 'serve', '--config', cfg, '--root', root, '--socket', socket, '--backend', 'blockfile', '--metrics-address', '', '--log-level', 'warn', ...extraArgs],
+  const proc = spawn(process.execPath, [...nodeArgs, cli, 'serve', '--config', cfg, '--root', root, '--socket', socket, '--backend', 'blockfile', '--metrics-address', `127.0.0.1:${metricsPort}`, '--log-level', 'warn', ...extraArgs],
     { stdio: ['ignore', fd, fd], env: { PATH: process.env.PATH, HOME: process.env.HOME ?? '/root', ...altEnv } });
   closeSync(fd);
   const exited = new Promise((r) => proc.once('exit', () => r()));
@@ -210,7 +248,7 @@ async function startTsblock(id, root, extraArgs = [], { cli: altCli, env: altEnv
     if (Date.now() - t0 > 120000) throw new Error(`tsblock ${id} did not listen in 120 s`);
     await sleep(50);
   }
-  return { proc, socket, log: logf };
+  return { proc, socket, log: logf, metrics: `http://127.0.0.1:${metricsPort}/metrics` };
 }
 
 // The content check, timed inside the container: cat every file, then a listing hash
@@ -242,16 +280,20 @@ async function cycle(c, ref) {
   const ctrdCpu0 = cpuMs(c.ctrd.proc.pid);
   const used0 = await settledUsed(c.fs.dir);
   const r = {};
+  const m0 = await rpcSeconds(c);
   r.pull = (await ctr(['images', 'pull', '--plain-http', '--snapshotter', S, ref])).ms;
+  const m1 = await rpcSeconds(c);
   r.run = (await ctr(['run', '--rm', '--snapshotter', S, ref, `bench-rm-${n}`, 'true'])).ms;
   const warm = parseRead((await ctr(['run', '--rm', '--snapshotter', S, ref, `bench-rw-${n}`, 'sh', '-c', READ])).stdout);
   r.readWarm = warm.ms;
   dropCaches();
   const cold = parseRead((await ctr(['run', '--rm', '--snapshotter', S, ref, `bench-rc-${n}`, 'sh', '-c', READ])).stdout);
   r.readCold = cold.ms;
+  const m2 = await rpcSeconds(c);
   const t0 = nowMs();
   await Promise.all(Array.from({ length: 10 }, (_, i) => ctr(['run', '-d', '--snapshotter', S, ref, `bench-d${i}-${n}`, 'sleep', '3600'])));
   r.start10 = nowMs() - t0;
+  const m3 = await rpcSeconds(c);
   sh('sync', []);
   r.disk = usedBytes(c.fs.dir) - used0;
   await c.ctrd.removeAll();
@@ -259,6 +301,8 @@ async function cycle(c, ref) {
   const left = (await ctr(['snapshots', '--snapshotter', S, 'ls'])).stdout.trim().split('\n').length - 1;
   r.tsblockCpu = c.tsblock ? cpuMs(c.tsblock.proc.pid) - cpu0 : undefined;
   r.containerdCpu = cpuMs(c.ctrd.proc.pid) - ctrdCpu0;
+  // tsblock's own time per RPC method (server side, summed over concurrent calls) in the pull and in the 10 starts
+  if (c.tsblock) r.rpcMs = { pull: rpcDelta(m0, m1), start10: rpcDelta(m2, m3) };
   r.check = { hash: warm.hash, coldHash: cold.hash, files: warm.files, dpkg: warm.dpkg, snapshotsLeft: left };
   return r;
 }
@@ -302,6 +346,8 @@ function report(results, configs, meta) {
       lines.push(`| ${label} | ${cs.map(cell).join(' | ')} | ${goal === undefined ? '–' : goal === 1.0 ? '< 1×' : `≤ ${goal}×`} |`);
     }
     lines.push(`| tsblock CPU per round | ${cs.map((c) => (c.impl === 'tsblock' ? `${(med[c.name].tsblockCpu / 1000).toFixed(1)} s` : '')).join(' | ')} | |`);
+    const rpcSum = (c, phase) => median(results[c.id].map((r) => (r.rpcMs ? Object.values(r.rpcMs[phase]).reduce((x, y) => x + y, 0) : NaN)));
+    lines.push(`| tsblock's RPC time (server side) in the pull / the 10 starts | ${cs.map((c) => (c.impl === 'tsblock' && !Number.isNaN(rpcSum(c, 'pull')) ? `${fmt(rpcSum(c, 'pull'), 'ms')} / ${fmt(rpcSum(c, 'start10'), 'ms')}` : '')).join(' | ')} | |`);
     lines.push(`| containerd CPU per round | ${cs.map((c) => `${(med[c.name].containerdCpu / 1000).toFixed(1)} s`).join(' | ')} | |`);
   }
   return { markdown: lines.join('\n'), json: out };
