@@ -265,6 +265,26 @@ function parseRead(out) {
   return { ms: Number(get('T')) / 1e6, hash: get('H'), files: Number(get('N')), dpkg: get('V') };
 }
 
+/**
+ * backingCached sums the page cache held by tsblock's image files (fincore) under root: after a
+ * cold read through a container's loop device, the copy of the data that the backing file keeps
+ * besides the container's own ext4 cache (none with a direct-I/O loop device).
+ */
+function backingCached(root) {
+  const files = sh('find', [root, '-xdev', '-path', '*/snapshots/*', '-type', 'f']).split('\n').filter(Boolean);
+  const store = sh('find', [root, '-mindepth', '1', '-maxdepth', '1', '-type', 'd']).split('\n').filter(Boolean);
+  for (const d of store) {
+    try {
+      files.push(...sh('find', [d, '-path', '*/snapshots/*', '-type', 'f']).split('\n').filter(Boolean));
+    } catch {
+      /* not a directory we can walk */
+    }
+  }
+  if (files.length === 0) return 0;
+  const out = sh('fincore', ['-b', '-n', '-o', 'RES', ...new Set(files)]);
+  return out.split('\n').filter(Boolean).reduce((a, l) => a + Number(l.trim()), 0);
+}
+
 const dropCaches = () => {
   sh('sync', []);
   writeFileSync('/proc/sys/vm/drop_caches', '3');
@@ -287,8 +307,12 @@ async function cycle(c, ref) {
   const warm = parseRead((await ctr(['run', '--rm', '--snapshotter', S, ref, `bench-rw-${n}`, 'sh', '-c', READ])).stdout);
   r.readWarm = warm.ms;
   dropCaches();
-  const cold = parseRead((await ctr(['run', '--rm', '--snapshotter', S, ref, `bench-rc-${n}`, 'sh', '-c', READ])).stdout);
+  // Not --rm: the snapshot must still exist to see what of its image file the read left cached.
+  const cold = parseRead((await ctr(['run', '--snapshotter', S, ref, `bench-rc-${n}`, 'sh', '-c', READ])).stdout);
   r.readCold = cold.ms;
+  if (c.tsblock) r.backingCache = backingCached(c.tsblockRoot);
+  await ctr(['tasks', 'rm', '-f', `bench-rc-${n}`], { check: false });
+  await ctr(['containers', 'rm', `bench-rc-${n}`]);
   const m2 = await rpcSeconds(c);
   const t0 = nowMs();
   await Promise.all(Array.from({ length: 10 }, (_, i) => ctr(['run', '-d', '--snapshotter', S, ref, `bench-d${i}-${n}`, 'sleep', '3600'])));
@@ -313,6 +337,7 @@ const METRICS = [
   ['start10', '10 × `ctr run -d` at once', 1.2, 'ms'],
   ['readWarm', 'first read of every file, warm cache', undefined, 'ms'],
   ['readCold', 'first read of every file, after dropping caches', 1.1, 'ms'],
+  ['backingCache', 'image files\' page cache after the cold read (the second copy)', undefined, 'bytes'],
   ['disk', 'disk used with 10 containers running', 1.1, 'bytes'],
   ['gc', '`ctr images rm --sync`', 1.0, 'ms'],
 ];
@@ -386,7 +411,8 @@ async function main() {
         // A proxy differ reads blobs from containerd's content store on disk (docs/applier.md).
         const content = ['--content-dir', join(base, 'containerd', 'io.containerd.content.v1.content')];
         if ('cli' in v && !v.cli) throw new Error(`variant ${variant} needs TSBLOCK_BENCH_ALT_CLI`);
-        c.tsblock = await startTsblock(id, join(base, 'tsblock'), [...content, ...(v.args ?? [])], v);
+        c.tsblockRoot = join(base, 'tsblock');
+        c.tsblock = await startTsblock(id, c.tsblockRoot, [...content, ...(v.args ?? [])], v);
         const differ = bins.major >= 2 && !values['no-differ'] && !v.noDiffer;
         config = {
           proxies: [{ name: 'tsblock', type: 'snapshot', address: c.tsblock.socket }, ...(differ ? [{ name: 'tsblock-diff', type: 'diff', address: c.tsblock.socket }] : [])],
