@@ -26,12 +26,16 @@
 //   read cold   the same after sync + drop_caches
 //   disk        root filesystem blocks used with the 10 running, less before the pull
 //   gc          ctr images rm --sync (after the containers are removed)
-// plus tsblock's CPU time per round, and a content check (listing hash,
-// dpkg --verify, file count) that must agree across configurations.
+// plus tsblock's CPU time per round, tsblock's server-side RPC time per
+// method in the pull and the 10 starts (its /metrics), the page cache its
+// image files hold after the cold read (fincore: the loop device's second
+// copy), and a content check (listing hash, dpkg --verify, file count) that
+// must agree across configurations (exit 1 otherwise). Logs of the last run
+// stay in --dir/bench-image-logs-last.
 //
 //   node test/bench/image.mjs [--rounds 2] [--dir /var/tmp] [--only tsblock-ext4,overlayfs-ext4]
 //        [--versions 1.6,2.4] [--no-differ] [--variants dio,walking,alt,alt-walking] [--json FILE] [--from-json FILE]
-// Needs root, runc, docker-registry, debootstrap (first run), mkfs.xfs and a built tree (npm run build).
+// Needs root, runc, docker-registry, debootstrap and attr (first run), mkfs.xfs, fincore and a built tree (npm run build).
 
 import { parseArgs } from 'node:util';
 import { execFileSync, spawn } from 'node:child_process';
