@@ -367,7 +367,7 @@ function report(results, configs, meta) {
       const cell = (c) => {
         const x = med[c.name][k];
         const ref = c.impl === 'tsblock' ? med[`overlayfs-${c.fsType}`]?.[k] : undefined;
-        if (ref === undefined) return fmt(x, unit);
+        if (ref === undefined || Number.isNaN(ref)) return fmt(x, unit);
         const q = x / ref;
         const met = goal === undefined ? '' : (goal === 1.0 ? q < 1 : q <= goal) ? ' ✓' : ' ✗';
         return `${fmt(x, unit)} (${q.toFixed(2)}×${met})`;
