@@ -82,6 +82,23 @@ describe.skipIf(skip)(`blockfile unpack mounts${why}`, () => {
     expect(await noLoopsUnder(root)).toEqual([]);
   });
 
+  it('with mount_options = ["direct-io"], unpack mounts leave it out (no `loop` option: ext4 would get it and refuse) and really mount; other keys keep it', async () => {
+    await sn.close();
+    const store = new MetaStore(join(root, 'metadata.db'));
+    const backend = new BlockfileBackend({ dir: imagesDirOf(root), baseSize: 256 * 1024 ** 2, mountOptions: ['direct-io'] });
+    sn = await CoreSnapshotter.open({ store, backend });
+    const unpack = await sn.prepare('extract-3 sha256:dd', '');
+    expect(unpack[0]!.options).toEqual(['rw', ...UNPACK_MOUNT_OPTIONS]);
+    await withTempMount(unpack, async (dir) => fs.writeFileSync(join(dir, 'f'), 'x'), { parent: root });
+    await sn.commit('layer-dio', 'extract-3 sha256:dd');
+    const plain = await sn.prepare('default/14/container-dio', 'layer-dio');
+    expect(plain[0]!.options).toEqual(['loop', 'rw', 'direct-io']);
+    // tsblock's own mount verbs take direct-io as the loop flag, as containerd >= 1.7 does.
+    expect(await withTempMount(plain, async (dir) => fs.readFileSync(join(dir, 'f'), 'utf8'), { parent: root })).toBe('x');
+    await sn.remove('default/14/container-dio');
+    expect(await noLoopsUnder(root)).toEqual([]);
+  });
+
   it('a killed server leaves no device behind: the kernel lets go of it with the descriptor', async () => {
     // The same attach in a child that is then SIGKILLed (what a crash does to tsblock's descriptors).
     const { spawn } = await import('node:child_process');

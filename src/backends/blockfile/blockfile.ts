@@ -158,7 +158,10 @@ export class BlockfileBackend implements Backend {
         dev = attachLoop(this.imagePath(snap.id), { autoclear: true });
         this.held.set(snap.id, dev);
       }
-      return [{ type: 'ext4', source: dev.path, options: ['rw', ...UNPACK_MOUNT_OPTIONS, ...extra] }];
+      // The device is attached here, not by a `loop` option: containerd
+      // passes an option it does not own (`direct-io` among them, which it
+      // handles only with `loop`) to ext4, which refuses the mount.
+      return [{ type: 'ext4', source: dev.path, options: ['rw', ...UNPACK_MOUNT_OPTIONS, ...extra.filter((o) => o !== 'direct-io')] }];
     }
     return [{ type: 'ext4', source: this.imagePath(snap.id), options: ['loop', 'rw', ...extra] }];
   }
