@@ -1,14 +1,14 @@
 // run serves a whole configuration from one process: every configured
 // snapshotter on its own socket (own root, store and backend), one /metrics
-// endpoint, READY=1 to systemd once every socket listens, STOPPING=1 on the
-// way down. A failure to start any instance stops the ones already started.
+// endpoint, READY=1 to systemd once every store is open, STOPPING=1 on the
+// way down. Every socket answers first (calls wait, server/gated.ts), then
+// the stores open one by one. A failure to start any instance stops the ones
+// already started.
 
 import type { Logger } from 'pino';
-import { startDaemon, type Daemon } from './serve.js';
+import { listenDaemon, type Daemon, type ListeningDaemon } from './serve.js';
 import { listenFds } from './activation.js';
-import { sdNotify } from '../sys/notify.js';
-import { TsblockMetrics } from '../metrics/metrics.js';
-import { serveMetrics, type MetricsServer } from '../metrics/http.js';
+import type { MetricsServer } from '../metrics/http.js';
 import { errorMessage } from '../errdefs.js';
 import { tuneDaemonHeap } from './heap.js';
 import type { InstanceConfig, TsblockConfig } from '../config/types.js';
@@ -56,26 +56,38 @@ export async function startConfig(config: TsblockConfig, log: Logger, opts: RunO
     delete process.env.LISTEN_PID;
     delete process.env.LISTEN_FDNAMES;
   }
+  const listening: ListeningDaemon[] = [];
+  try {
+    for (const s of config.snapshotters) listening.push(await listenDaemon(instanceServeOptions(s), log, { passedFds, instance: s, env }));
+  } catch (err) {
+    await Promise.all(listening.map((l) => l.abort('tsblock failed to start')));
+    throw err;
+  }
+  // What serving needs beyond answering loads now, after every socket answers.
+  const [{ TsblockMetrics }, { serveMetrics }, { sdNotify }] = await Promise.all([
+    import('../metrics/metrics.js'),
+    import('../metrics/http.js'),
+    import('../sys/notify.js'),
+  ]);
   const metrics = new TsblockMetrics();
   let metricsServer: MetricsServer | undefined;
-  if (config.metricsAddress !== '') {
-    try {
-      metricsServer = await serveMetrics(config.metricsAddress, metrics.registry, () => metrics.scrape());
-      log.info({ address: metricsServer.address }, 'metrics listening');
-    } catch (err) {
-      // The built-in default port may be taken (a second daemon, a test run);
-      // only an address the operator asked for is worth refusing to start.
-      if (config.metricsAddressExplicit) throw err;
-      log.warn({ address: config.metricsAddress, error: errorMessage(err) }, 'metrics endpoint disabled: default address unavailable');
-    }
-  }
   const daemons: Daemon[] = [];
   try {
-    for (const s of config.snapshotters) {
-      daemons.push(await startDaemon(instanceServeOptions(s), log, { metrics, passedFds, instance: s }));
+    if (config.metricsAddress !== '') {
+      try {
+        metricsServer = await serveMetrics(config.metricsAddress, metrics.registry, () => metrics.scrape());
+        log.info({ address: metricsServer.address }, 'metrics listening');
+      } catch (err) {
+        // The built-in default port may be taken (a second daemon, a test run);
+        // only an address the operator asked for is worth refusing to start.
+        if (config.metricsAddressExplicit) throw err;
+        log.warn({ address: config.metricsAddress, error: errorMessage(err) }, 'metrics endpoint disabled: default address unavailable');
+      }
     }
+    for (const l of listening) daemons.push(await l.open({ metrics }));
   } catch (err) {
-    await Promise.all(daemons.map((d) => d.stop()));
+    // open() refused its own waiting calls; refuse the rest's and stop the started ones.
+    await Promise.all([...listening.slice(daemons.length).map((l) => l.abort('tsblock failed to start')), ...daemons.map((d) => d.stop())]);
     await metricsServer?.close();
     throw err;
   }
