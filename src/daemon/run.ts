@@ -7,15 +7,38 @@
 
 import type { Logger } from 'pino';
 import { listenDaemon, type Daemon, type ListeningDaemon } from './serve.js';
-import { listenFds } from './activation.js';
+import { listenFds, type PassedFd } from './activation.js';
+import { spawn } from 'node:child_process';
 import type { MetricsServer } from '../metrics/http.js';
 import { errorMessage } from '../errdefs.js';
 import { tuneDaemonHeap } from './heap.js';
 import type { InstanceConfig, TsblockConfig } from '../config/types.js';
 
+/**
+ * HANDOFF_ENV names the daemon a new one takes over from (a restart without a
+ * gap, scripts/launch.mjs and the e2e): the new daemon answers on the shared
+ * activated socket first, then sends the old one SIGTERM and waits for its
+ * roots' locks. containerd's connection moves when the old daemon ends it,
+ * to a process that already answers, whatever Node's start costs.
+ */
+export const HANDOFF_ENV = 'TSBLOCK_HANDOFF_FROM';
+/** HANDOFF_LOCK_WAIT_MS is how long a handoff waits for the predecessor to release a root (its stop takes up to ~10 s). */
+export const HANDOFF_LOCK_WAIT_MS = 60_000;
+
+/** handoffFrom reads HANDOFF_ENV: the predecessor's pid, or undefined. */
+export function handoffFrom(env: NodeJS.ProcessEnv): number | undefined {
+  const v = env[HANDOFF_ENV];
+  if (v === undefined || v === '') return undefined;
+  const pid = Number(v);
+  if (!Number.isInteger(pid) || pid <= 1 || pid === process.pid) throw new Error(`${HANDOFF_ENV}=${v}: not the pid of another process`);
+  return pid;
+}
+
 /** RunningConfig is a started configuration. */
 export interface RunningConfig {
   daemons: Daemon[];
+  /** passedFds are the activated sockets this process serves (a handoff passes them on). */
+  passedFds: PassedFd[];
   metrics?: MetricsServer;
   stop(): Promise<void>;
   readonly stopped: Promise<void>;
@@ -56,9 +79,12 @@ export async function startConfig(config: TsblockConfig, log: Logger, opts: RunO
     delete process.env.LISTEN_PID;
     delete process.env.LISTEN_FDNAMES;
   }
+  const handoff = handoffFrom(env);
+  if (opts.env === undefined) delete process.env[HANDOFF_ENV];
+  const lockWaitMs = handoff !== undefined ? HANDOFF_LOCK_WAIT_MS : 0;
   const listening: ListeningDaemon[] = [];
   try {
-    for (const s of config.snapshotters) listening.push(await listenDaemon(instanceServeOptions(s), log, { passedFds, instance: s, env }));
+    for (const s of config.snapshotters) listening.push(await listenDaemon(instanceServeOptions(s), log, { passedFds, instance: s, env, lockWaitMs }));
   } catch (err) {
     await Promise.all(listening.map((l) => l.abort('tsblock failed to start')));
     throw err;
@@ -69,6 +95,21 @@ export async function startConfig(config: TsblockConfig, log: Logger, opts: RunO
     import('../metrics/http.js'),
     import('../sys/notify.js'),
   ]);
+  if (handoff !== undefined) {
+    // Every socket answers here: the predecessor may go. systemd learns the
+    // new main pid first (NotifyAccess=all), so its exit is not the service's.
+    try {
+      sdNotify(`MAINPID=${process.pid}`, env);
+    } catch (err) {
+      log.warn({ error: errorMessage(err) }, 'sd_notify failed');
+    }
+    try {
+      process.kill(handoff, 'SIGTERM');
+      log.info({ predecessor: handoff }, 'handoff: answering; asked the previous daemon to stop (SIGTERM), waiting for its root');
+    } catch (err) {
+      log.warn({ predecessor: handoff, error: errorMessage(err) }, 'handoff: the previous daemon is gone');
+    }
+  }
   const metrics = new TsblockMetrics();
   let metricsServer: MetricsServer | undefined;
   const daemons: Daemon[] = [];
@@ -110,10 +151,33 @@ export async function startConfig(config: TsblockConfig, log: Logger, opts: RunO
       await metricsServer?.close();
       resolveStopped();
     })());
-  return { daemons, metrics: metricsServer, stop, stopped };
+  return { daemons, passedFds, metrics: metricsServer, stop, stopped };
 }
 
-/** runConfig serves until SIGTERM/SIGINT. */
+/**
+ * spawnSuccessor starts this same command as the daemon that takes over
+ * (SIGHUP: `systemctl reload tsblock`, an upgrade without a gap): it gets the
+ * activated sockets as fds 3… with LISTEN_* for its own pid and
+ * TSBLOCK_HANDOFF_FROM=<this pid>; once it answers it tells systemd it is the
+ * main process and sends this one SIGTERM. If it fails, this one keeps serving.
+ */
+export function spawnSuccessor(passedFds: PassedFd[], log: Logger): number | undefined {
+  const contiguous = passedFds.every((p, i) => p.fd === 3 + i);
+  if (passedFds.length === 0 || !contiguous) {
+    log.warn('SIGHUP: a handoff needs the sockets passed by socket activation (tsblock.socket); ignoring (restart instead)');
+    return undefined;
+  }
+  const child = spawn('/bin/sh', ['-c', 'LISTEN_PID=$$ exec "$0" "$@"', process.execPath, ...process.execArgv, ...process.argv.slice(1)], {
+    stdio: ['ignore', 'inherit', 'inherit', ...passedFds.map((p) => p.fd)],
+    env: { ...process.env, LISTEN_FDS: String(passedFds.length), LISTEN_FDNAMES: passedFds.map((p) => p.name).join(':'), [HANDOFF_ENV]: String(process.pid) },
+  });
+  child.unref();
+  child.once('exit', (code, signal) => log.warn({ successor: child.pid, code, signal }, 'handoff: the new daemon exited before taking over; still serving'));
+  log.info({ successor: child.pid }, 'SIGHUP: handing over to a new daemon');
+  return child.pid;
+}
+
+/** runConfig serves until SIGTERM/SIGINT; SIGHUP hands over to a new daemon (spawnSuccessor). */
 export async function runConfig(config: TsblockConfig, log: Logger): Promise<void> {
   // Handlers go in before start-up: a signal that lands while the socket is
   // just listening (a supervisor that stops us at once) must still get the
@@ -125,8 +189,12 @@ export async function runConfig(config: TsblockConfig, log: Logger): Promise<voi
     requested = true;
     if (running) void running.stop();
   };
+  const onHup = () => {
+    if (running && !requested) spawnSuccessor(running.passedFds, log);
+  };
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
+  process.on('SIGHUP', onHup);
   try {
     running = await startConfig(config, log);
     // A process that only serves: keep the heap at the size start-up reached (heap.ts).
@@ -137,5 +205,6 @@ export async function runConfig(config: TsblockConfig, log: Logger): Promise<voi
   } finally {
     process.off('SIGTERM', onSignal);
     process.off('SIGINT', onSignal);
+    process.off('SIGHUP', onHup);
   }
 }

@@ -47,6 +47,8 @@ export interface DaemonExtras {
   instance?: InstanceConfig;
   /** env is where TSBLOCK_TEST_START_DELAY_MS is read (default process.env). */
   env?: NodeJS.ProcessEnv;
+  /** lockWaitMs waits for the root's lock that long (a handoff: the predecessor is stopping; see run.ts). */
+  lockWaitMs?: number;
 }
 
 /** Daemon is a running server; stop() is idempotent. */
@@ -149,7 +151,7 @@ export async function listenDaemon(opts: ServeOptions, log: Logger, extras: Daem
         import('../metrics/instrument.js'),
       ]);
       if (closing) throw new Error('stopped before the store was open');
-      opened = await openSnapshotter(opts, coreLogger(ilog));
+      opened = await openSnapshotter(opts, coreLogger(ilog), { lockWaitMs: extras.lockWaitMs });
       const sn = opened.snapshotter;
       // Apply/Diff mount snapshots under <root>/mnt; a crash mid-apply left them mounted.
       const temp = sweepTempMounts(opts.root);
