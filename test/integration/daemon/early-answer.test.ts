@@ -8,21 +8,23 @@
 // the handshake completes while the store is still closed, and the call made
 // then waits and succeeds once the store opens. A start-up that fails after
 // the socket answers refuses the waiting call with UNAVAILABLE and the cause.
+// SIGHUP (systemctl reload) hands over to a new daemon on the same sockets.
 
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type * as grpc from '@grpc/grpc-js';
 import { rootReason } from '../../helpers/env.js';
 import { leaksUnder } from '../../helpers/leaks.js';
-import { closeFd, listeningUnixSocketFd } from '../../../src/sys/notify.js';
+import { closeFd, listenNotify, listeningUnixSocketFd } from '../../../src/sys/notify.js';
 import { lockExclusive } from '../../../src/sys/lock.js';
 import { Client } from '../cli/helpers.js';
 
 const REPO = resolve(import.meta.dirname, '../../..');
 const VITE_NODE = join(REPO, 'node_modules/.bin/vite-node');
 const MAIN = join(REPO, 'src/cli/main.ts');
+const DIST = join(REPO, 'dist/cli.js');
 const DELAY_MS = 3000;
 
 async function until<T>(fn: () => T | Promise<T>, what: string, ms = 60_000): Promise<T> {
@@ -61,8 +63,10 @@ describe.skipIf(!!rootReason)(`answering before the store is open${rootReason ? 
     expect(leaks).toEqual([]);
   });
 
-  const serve = (socketArg: string, env: NodeJS.ProcessEnv, fd?: number) => {
-    const p = spawn('/bin/sh', ['-c', `${fd === undefined ? '' : 'LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=tsblock '}exec "$0" "$@"`, VITE_NODE, MAIN, '--', 'serve',
+  // built: a successor re-runs this process's own command line, which under vite-node names a .ts file Node cannot run
+  const serve = (socketArg: string, env: NodeJS.ProcessEnv, fd?: number, built = false) => {
+    const cmd = built ? [process.execPath, DIST] : [VITE_NODE, MAIN, '--'];
+    const p = spawn('/bin/sh', ['-c', `${fd === undefined ? '' : 'LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=tsblock '}exec "$0" "$@"`, ...cmd, 'serve',
       '--root', join(dir, 'root'), '--base-size', '32M', '--metrics-address', '', '--socket', socketArg], {
       cwd: REPO,
       env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env },
@@ -132,4 +136,53 @@ describe.skipIf(!!rootReason)(`answering before the store is open${rootReason ? 
       lock.release();
     }
   }, 120_000);
+
+  it.skipIf(!existsSync(DIST))('SIGHUP hands over to a new daemon on the activated socket: it tells systemd its pid, stops the old one (exit 0), and serves the same store', async () => {
+    const path = join(dir, 'tsblock.sock');
+    const fd = listeningUnixSocketFd(path);
+    const receiver = listenNotify(join(dir, 'notify.sock'));
+    let successor = 0;
+    try {
+      try {
+        child = serve('fd://tsblock', { NOTIFY_SOCKET: join(dir, 'notify.sock') }, fd, true);
+      } finally {
+        closeFd(fd);
+      }
+      const msgs: string[] = [];
+      await until(() => (msgs.push(...receiver.take()), msgs.some((m) => m.includes('READY=1')) || child!.exitCode !== null), `READY=1 (stderr: ${stderr})`);
+      const client = new Client(path);
+      try {
+        await client.prepare('k1');
+        const old = child!;
+        old.kill('SIGHUP');
+        const timeout = new Promise<string>((r) => setTimeout(() => r(`the old daemon still runs after 60 s (stderr: ${stderr.slice(-1500)})`), 60_000).unref());
+        expect(await Promise.race([exited(old), timeout]), 'the old daemon exits 0 on its successor\'s SIGTERM').toBe(0);
+        msgs.push(...receiver.take());
+        const mainpid = msgs.map((m) => /^MAINPID=(\d+)$/m.exec(m)?.[1]).filter(Boolean).map(Number).find((p) => p !== old.pid);
+        expect(mainpid, `a MAINPID= other than ${old.pid} in ${JSON.stringify(msgs)}`).toBeGreaterThan(0);
+        successor = mainpid!;
+        // the first call after the handoff, on the same client
+        expect(await client.stat('k1')).toMatchObject({ info: { name: 'k1' } });
+        expect(stderr).toMatch(/"msg":"SIGHUP: handing over to a new daemon"/);
+        expect(stderr).toMatch(/"msg":"handoff: answering; asked the previous daemon to stop \(SIGTERM\), waiting for its root"/);
+      } finally {
+        client.close();
+      }
+    } finally {
+      receiver.close();
+      if (successor) {
+        process.kill(successor, 'SIGTERM');
+        await until(() => !alive(successor), `successor ${successor} to exit`);
+      }
+    }
+  }, 120_000);
 });
+
+function alive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch {
+    return false;
+  }
+}
