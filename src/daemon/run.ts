@@ -25,6 +25,9 @@ export const HANDOFF_ENV = 'TSBLOCK_HANDOFF_FROM';
 /** HANDOFF_LOCK_WAIT_MS is how long a handoff waits for the predecessor to release a root (its stop takes up to ~10 s). */
 export const HANDOFF_LOCK_WAIT_MS = 60_000;
 
+/** HANDOFF_METRICS_WAIT_MS is how long a handoff retries the metrics address the predecessor frees as it exits. */
+export const HANDOFF_METRICS_WAIT_MS = 10_000;
+
 /** handoffFrom reads HANDOFF_ENV: the predecessor's pid, or undefined. */
 export function handoffFrom(env: NodeJS.ProcessEnv): number | undefined {
   const v = env[HANDOFF_ENV];
@@ -113,19 +116,32 @@ export async function startConfig(config: TsblockConfig, log: Logger, opts: RunO
   const metrics = new TsblockMetrics();
   let metricsServer: MetricsServer | undefined;
   const daemons: Daemon[] = [];
-  try {
-    if (config.metricsAddress !== '') {
+  const startMetrics = async () => {
+    if (config.metricsAddress === '') return;
+    // In a handoff the predecessor holds the address until it has stopped.
+    const deadline = Date.now() + (handoff !== undefined ? HANDOFF_METRICS_WAIT_MS : 0);
+    for (;;) {
       try {
         metricsServer = await serveMetrics(config.metricsAddress, metrics.registry, () => metrics.scrape());
         log.info({ address: metricsServer.address }, 'metrics listening');
+        return;
       } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE' && Date.now() < deadline) {
+          await new Promise((r) => setTimeout(r, 50));
+          continue;
+        }
         // The built-in default port may be taken (a second daemon, a test run);
         // only an address the operator asked for is worth refusing to start.
         if (config.metricsAddressExplicit) throw err;
         log.warn({ address: config.metricsAddress, error: errorMessage(err) }, 'metrics endpoint disabled: default address unavailable');
+        return;
       }
     }
+  };
+  try {
+    if (handoff === undefined) await startMetrics();
     for (const l of listening) daemons.push(await l.open({ metrics }));
+    if (handoff !== undefined) await startMetrics();
   } catch (err) {
     // open() refused its own waiting calls; refuse the rest's and stop the started ones.
     await Promise.all([...listening.slice(daemons.length).map((l) => l.abort('tsblock failed to start')), ...daemons.map((d) => d.stop())]);

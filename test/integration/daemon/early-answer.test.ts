@@ -13,6 +13,7 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
 import { join, resolve } from 'node:path';
 import type * as grpc from '@grpc/grpc-js';
 import { rootReason } from '../../helpers/env.js';
@@ -64,10 +65,10 @@ describe.skipIf(!!rootReason)(`answering before the store is open${rootReason ? 
   });
 
   // built: a successor re-runs this process's own command line, which under vite-node names a .ts file Node cannot run
-  const serve = (socketArg: string, env: NodeJS.ProcessEnv, fd?: number, built = false) => {
+  const serve = (socketArg: string, env: NodeJS.ProcessEnv, fd?: number, built = false, extra: string[] = []) => {
     const cmd = built ? [process.execPath, DIST] : [VITE_NODE, MAIN, '--'];
     const p = spawn('/bin/sh', ['-c', `${fd === undefined ? '' : 'LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=tsblock '}exec "$0" "$@"`, ...cmd, 'serve',
-      '--root', join(dir, 'root'), '--base-size', '32M', '--metrics-address', '', '--socket', socketArg], {
+      '--root', join(dir, 'root'), '--base-size', '32M', '--metrics-address', '', '--socket', socketArg, ...extra], {
       cwd: REPO,
       env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env },
       stdio: fd === undefined ? ['ignore', 'ignore', 'pipe'] : ['ignore', 'ignore', 'pipe', fd],
@@ -141,10 +142,12 @@ describe.skipIf(!!rootReason)(`answering before the store is open${rootReason ? 
     const path = join(dir, 'tsblock.sock');
     const fd = listeningUnixSocketFd(path);
     const receiver = listenNotify(join(dir, 'notify.sock'));
+    const port = await freePort();
     let successor = 0;
     try {
       try {
-        child = serve('fd://tsblock', { NOTIFY_SOCKET: join(dir, 'notify.sock') }, fd, true);
+        // an explicit metrics address: the successor must take it over once the old daemon frees it
+        child = serve('fd://tsblock', { NOTIFY_SOCKET: join(dir, 'notify.sock') }, fd, true, ['--metrics-address', `127.0.0.1:${port}`]);
       } finally {
         closeFd(fd);
       }
@@ -164,6 +167,10 @@ describe.skipIf(!!rootReason)(`answering before the store is open${rootReason ? 
         // the first call after the handoff, on the same client
         expect(await client.stat('k1')).toMatchObject({ info: { name: 'k1' } });
         expect(stderr).toMatch(/"msg":"SIGHUP: handing over to a new daemon"/);
+        await until(() => stderr.split('"msg":"metrics listening"').length === 3 || child!.exitCode !== null, `the successor's metrics (stderr: ${stderr.slice(-1500)})`);
+        const scrape = await fetch(`http://127.0.0.1:${port}/metrics`);
+        expect(scrape.status).toBe(200);
+        expect(await scrape.text()).toMatch(/^tsblock_snapshots\{snapshotter="tsblock",kind="active"\} 1$/m);
         expect(stderr).toMatch(/"msg":"handoff: answering; asked the previous daemon to stop \(SIGTERM\), waiting for its root"/);
       } finally {
         client.close();
@@ -177,6 +184,17 @@ describe.skipIf(!!rootReason)(`answering before the store is open${rootReason ? 
     }
   }, 120_000);
 });
+
+function freePort(): Promise<number> {
+  return new Promise((res, rej) => {
+    const srv = createServer();
+    srv.once('error', rej);
+    srv.listen(0, '127.0.0.1', () => {
+      const port = (srv.address() as AddressInfo).port;
+      srv.close(() => res(port));
+    });
+  });
+}
 
 function alive(pid: number): boolean {
   try {
