@@ -20,10 +20,15 @@ export interface PassedFd {
   name: string;
 }
 
-/** listenFds reads the passed descriptors from env (empty when none are for this process). */
-export function listenFds(env: NodeJS.ProcessEnv = process.env, pid = process.pid): PassedFd[] {
+/**
+ * listenFds reads the passed descriptors from env (empty when none are for
+ * this process): LISTEN_PID is this process, or — a handoff (run.ts) — the
+ * parent that passed them, named by TSBLOCK_HANDOFF_FROM too.
+ */
+export function listenFds(env: NodeJS.ProcessEnv = process.env, pid = process.pid, ppid = process.ppid): PassedFd[] {
   if (!env.LISTEN_FDS || !env.LISTEN_PID) return [];
-  if (Number(env.LISTEN_PID) !== pid) return [];
+  const byParent = Number(env.LISTEN_PID) === ppid && env.TSBLOCK_HANDOFF_FROM === env.LISTEN_PID;
+  if (Number(env.LISTEN_PID) !== pid && !byParent) return [];
   const n = Number(env.LISTEN_FDS);
   if (!Number.isInteger(n) || n < 1) return [];
   const names = (env.LISTEN_FDNAMES ?? '').split(':');

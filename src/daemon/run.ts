@@ -8,7 +8,6 @@
 import type { Logger } from 'pino';
 import { listenDaemon, type Daemon, type ListeningDaemon } from './serve.js';
 import { listenFds, type PassedFd } from './activation.js';
-import { spawn } from 'node:child_process';
 import type { MetricsServer } from '../metrics/http.js';
 import { errorMessage } from '../errdefs.js';
 import { tuneDaemonHeap } from './heap.js';
@@ -173,24 +172,31 @@ export async function startConfig(config: TsblockConfig, log: Logger, opts: RunO
 /**
  * spawnSuccessor starts this same command as the daemon that takes over
  * (SIGHUP: `systemctl reload tsblock`, an upgrade without a gap): it gets the
- * activated sockets as fds 3… with LISTEN_* for its own pid and
- * TSBLOCK_HANDOFF_FROM=<this pid>; once it answers it tells systemd it is the
+ * activated sockets as fds 3… with LISTEN_* naming this process as the one
+ * that passed them and TSBLOCK_HANDOFF_FROM=<this pid>; once it answers it tells systemd it is the
  * main process and sends this one SIGTERM. If it fails, this one keeps serving.
  */
-export function spawnSuccessor(passedFds: PassedFd[], log: Logger): number | undefined {
+export async function spawnSuccessor(passedFds: PassedFd[], log: Logger): Promise<void> {
   const contiguous = passedFds.every((p, i) => p.fd === 3 + i);
   if (passedFds.length === 0 || !contiguous) {
     log.warn('SIGHUP: a handoff needs the sockets passed by socket activation (tsblock.socket); ignoring (restart instead)');
-    return undefined;
+    return;
   }
-  const child = spawn('/bin/sh', ['-c', 'LISTEN_PID=$$ exec "$0" "$@"', process.execPath, ...process.execArgv, ...process.argv.slice(1)], {
-    stdio: ['ignore', 'inherit', 'inherit', ...passedFds.map((p) => p.fd)],
-    env: { ...process.env, LISTEN_FDS: String(passedFds.length), LISTEN_FDNAMES: passedFds.map((p) => p.name).join(':'), [HANDOFF_ENV]: String(process.pid) },
+  // LISTEN_PID names this process: the successor accepts the sockets because
+  // its parent passed them and TSBLOCK_HANDOFF_FROM is that parent (activation.ts).
+  const { execa } = await import('execa'); // not on the path to answering
+  const node = process.execPath;
+  const child = execa(node, [...process.execArgv, ...process.argv.slice(1)], {
+    // fd i of the child is fd i here: the passed sockets are 3… (contiguous, checked above)
+    stdio: ['ignore', 'inherit', 'inherit', ...passedFds.map(() => 'inherit' as const)],
+    env: { LISTEN_FDS: String(passedFds.length), LISTEN_PID: String(process.pid), LISTEN_FDNAMES: passedFds.map((p) => p.name).join(':'), [HANDOFF_ENV]: String(process.pid) },
+    reject: false,
+    cleanup: false, // it outlives this process: that is the point
+    buffer: false,
   });
-  child.unref();
-  child.once('exit', (code, signal) => log.warn({ successor: child.pid, code, signal }, 'handoff: the new daemon exited before taking over; still serving'));
+  child.unref(); // this process exits when its successor stops it, not when the successor does
   log.info({ successor: child.pid }, 'SIGHUP: handing over to a new daemon');
-  return child.pid;
+  void child.then((r) => log.warn({ successor: child.pid, code: r.exitCode, signal: r.signal }, 'handoff: the new daemon exited before taking over; still serving'));
 }
 
 /** runConfig serves until SIGTERM/SIGINT; SIGHUP hands over to a new daemon (spawnSuccessor). */
@@ -206,7 +212,7 @@ export async function runConfig(config: TsblockConfig, log: Logger): Promise<voi
     if (running) void running.stop();
   };
   const onHup = () => {
-    if (running && !requested) spawnSuccessor(running.passedFds, log);
+    if (running && !requested) spawnSuccessor(running.passedFds, log).catch((err: unknown) => log.error({ error: errorMessage(err) }, 'SIGHUP: could not start a new daemon; still serving'));
   };
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
