@@ -373,9 +373,11 @@ function e2e(bins: ContainerdBins): void {
     }
 
     it("containerd's log has no error about tsblock or the snapshotter", () => {
+      // The work dir's own name (tsblock-e2e.*) is no mention of tsblock: a shim's
+      // ttrpc "broken pipe" under it (containerd.sock.ttrpc) is not about the snapshotter.
       const errs = readFrom(cd.log)
         .split('\n')
-        .filter((l) => /level=error/.test(l) && /tsblock|snapshot|proxy|differ|unpack|mount/i.test(l));
+        .filter((l) => /level=error/.test(l) && /tsblock|snapshot|proxy|differ|unpack|mount/i.test(l.split(W).join('<work dir>')));
       if (errs.length) console.log(`containerd errors:\n${errs.join('\n')}`);
       expect(errs).toEqual([]);
     }, STEP);
