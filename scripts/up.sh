@@ -3,10 +3,15 @@
 # needs (Debian 12), builds, and starts `tsblock serve` in the background with
 # the blockfile backend under /var/lib/tsblock, listening on
 # /run/tsblock/tsblock.sock. No config file or hand-made image is needed.
+# The socket is socket-activated, as with deploy/tsblock.socket: a launcher
+# (scripts/launch.mjs; no systemd needed) holds it and passes it to the
+# daemon, so it outlives daemon restarts and containerd's first call after one
+# succeeds (docs/reliability.md).
 #
 #   sudo scripts/up.sh               start (or report that it already runs)
 #   sudo scripts/up.sh --foreground  run in this terminal instead
-#   sudo scripts/up.sh --stop        stop the background daemon (SIGTERM)
+#   sudo scripts/up.sh --restart     restart the daemon on the held socket (after a rebuild)
+#   sudo scripts/up.sh --stop        stop the daemon and release the socket (SIGTERM)
 #   extra arguments are passed to `tsblock serve` (e.g. --backend devmapper)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,12 +29,24 @@ FOREGROUND=0
 if [ "${1:-}" = "--stop" ]; then
   if [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
     kill -TERM "$(cat "$PIDFILE")"
-    for _ in $(seq 1 100); do kill -0 "$(cat "$PIDFILE")" 2>/dev/null || break; sleep 0.1; done
+    for _ in $(seq 1 350); do kill -0 "$(cat "$PIDFILE")" 2>/dev/null || break; sleep 0.1; done
     rm -f "$PIDFILE"; echo "tsblock stopped"
   else
     echo "tsblock is not running"
   fi
   exit 0
+fi
+# serving_since OFFSET: the log has a "serving" line past byte OFFSET (the store is open).
+serving_since() { tail -c +"$(($1 + 1))" "$LOG" 2>/dev/null | grep -q '"msg":"serving"'; }
+log_size() { stat -c %s "$LOG" 2>/dev/null || echo 0; }
+if [ "${1:-}" = "--restart" ]; then
+  if [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
+    from=$(log_size)
+    kill -HUP "$(cat "$PIDFILE")"
+    for _ in $(seq 1 600); do serving_since "$from" && { echo "tsblock restarted on $SOCKET"; exit 0; }; sleep 0.1; done
+    echo "tsblock did not serve again in 60 s; see $LOG" >&2; exit 1
+  fi
+  echo "tsblock is not running" >&2; exit 1
 fi
 if [ "${1:-}" = "--foreground" ]; then FOREGROUND=1; shift; fi
 
@@ -40,21 +57,23 @@ if [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
   echo "tsblock already running (pid $(cat "$PIDFILE")) on $SOCKET"; exit 0
 fi
 
-CMD=(node "$PWD/dist/cli.js" serve --root "$ROOT" --socket "$SOCKET" "$@")
+# The daemon takes the launcher's socket because it is bound to the path --socket names.
+CMD=(node "$PWD/scripts/launch.mjs" "$SOCKET" -- node "$PWD/dist/cli.js" serve --root "$ROOT" --socket "$SOCKET" "$@")
 if [ "$FOREGROUND" = 1 ]; then exec "${CMD[@]}"; fi
 
-mkdir -p "$(dirname "$PIDFILE")"
+mkdir -p "$(dirname "$PIDFILE")" "$(dirname "$LOG")"
+from=$(log_size)
 nohup "${CMD[@]}" >>"$LOG" 2>&1 &
 echo $! >"$PIDFILE"
-# Ready when the socket answers (a stale file from a killed daemon does not count).
-answers() { node -e 'const s=require("net").connect(process.argv[1]);s.on("connect",()=>process.exit(0));s.on("error",()=>process.exit(1))' "$SOCKET"; }
+# Ready when the daemon's store is open: the socket answers earlier (calls wait
+# for the store), but a start that fails must not be reported as serving.
 ready=0
 for _ in $(seq 1 300); do
-  if [ -S "$SOCKET" ] && answers; then ready=1; break; fi
+  if serving_since "$from"; then ready=1; break; fi
   kill -0 "$(cat "$PIDFILE")" 2>/dev/null || { echo "tsblock failed to start; last log lines:" >&2; tail -20 "$LOG" >&2; rm -f "$PIDFILE"; exit 1; }
   sleep 0.1
 done
-[ "$ready" = 1 ] || { echo "tsblock did not answer on $SOCKET in 30 s; see $LOG" >&2; exit 1; }
+[ "$ready" = 1 ] || { echo "tsblock did not serve on $SOCKET in 30 s; see $LOG" >&2; exit 1; }
 cat <<MSG
 tsblock is serving on $SOCKET (pid $(cat "$PIDFILE"), root $ROOT, log $LOG).
 

@@ -6,16 +6,14 @@ import { BlockfileBackend, DEFAULT_BASE_SIZE } from './blockfile/blockfile.js';
 import { InvalidArgumentError } from '../errdefs.js';
 import { XfsFileStore } from './blockfile/store.js';
 import { blockfileLayout, type StoreMode } from './blockfile/layout.js';
-export { STORE_MODES, type StoreMode } from './blockfile/layout.js';
+export { STORE_MODES, type StoreMode } from './names.js';
 import type { CoreLogger } from '../base/log.js';
 import type { MetaStore } from '../storage/metastore.js';
 import type { Migration } from '../storage/schema.js';
 import type { MinFree } from '../core/space.js';
 
-/** BACKENDS are the names `--backend` accepts. */
-export const BACKENDS = ['blockfile', 'devmapper'] as const;
-/** BackendName is one of BACKENDS. */
-export type BackendName = (typeof BACKENDS)[number];
+import { BACKENDS, type BackendName } from './names.js';
+export { BACKENDS, isBackendName, type BackendName } from './names.js';
 
 /** BackendSettings are the backend-relevant parts of the daemon config. */
 export interface BackendSettings {
@@ -46,11 +44,6 @@ export interface BackendSettings {
 export interface BackendModule {
   migrations: readonly Migration[];
   create(settings: BackendSettings, store: MetaStore, log: CoreLogger): Backend;
-}
-
-/** isBackendName narrows a string to a BackendName. */
-export function isBackendName(s: string): s is BackendName {
-  return (BACKENDS as readonly string[]).includes(s);
 }
 
 const blockfile: BackendModule = {

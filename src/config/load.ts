@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import { isAbsolute, relative } from 'node:path';
 import { parse as parseToml } from 'smol-toml';
 import { InvalidArgumentError, errorMessage } from '../errdefs.js';
-import { BACKENDS, STORE_MODES, isBackendName, type BackendName, type StoreMode } from '../backends/registry.js';
+import { BACKENDS, STORE_MODES, isBackendName, type BackendName, type StoreMode } from '../backends/names.js';
 import { parseSize } from '../base/size.js';
 import type { LogLevel } from '../base/log.js';
 import { fromEnv, fromFile, fromFlags, type FlagValues, type RawInstance, type RawLayer } from './layers.js';

@@ -9,6 +9,7 @@ import { MetaStore, metadataPath } from '../storage/metastore.js';
 import { loadBackendModule, type BackendSettings } from '../backends/registry.js';
 import { lockExclusive, type FileLock } from '../sys/lock.js';
 import { DEFAULT_MIN_FREE, describeMinFree } from '../core/space.js';
+import { UnavailableError } from '../errdefs.js';
 
 /** OpenedSnapshotter is a running core plus what must be released with it. */
 export interface OpenedSnapshotter {
@@ -16,11 +17,16 @@ export interface OpenedSnapshotter {
   close(): Promise<void>;
 }
 
+/** OpenOptions: lockWaitMs waits that long for a root another daemon holds (a handoff: it is stopping); default 0. */
+export interface OpenOptions {
+  lockWaitMs?: number;
+}
+
 /** openSnapshotter locks `root` (one daemon per root) and opens everything under it. */
-export async function openSnapshotter(settings: BackendSettings, log: CoreLogger): Promise<OpenedSnapshotter> {
+export async function openSnapshotter(settings: BackendSettings, log: CoreLogger, opts: OpenOptions = {}): Promise<OpenedSnapshotter> {
   mkdirSync(settings.root, { recursive: true, mode: 0o700 });
   chmodSync(settings.root, 0o700);
-  const lock: FileLock = lockExclusive(join(settings.root, 'tsblock.lock'));
+  const lock: FileLock = await lockWaiting(join(settings.root, 'tsblock.lock'), opts.lockWaitMs ?? 0);
   let store: MetaStore | undefined;
   try {
     const mod = await loadBackendModule(settings.backend);
@@ -44,6 +50,19 @@ export async function openSnapshotter(settings: BackendSettings, log: CoreLogger
     store?.close();
     lock.release();
     throw err;
+  }
+}
+
+/** lockWaiting takes the lock, retrying every 20 ms for up to waitMs while another process holds it. */
+async function lockWaiting(path: string, waitMs: number): Promise<FileLock> {
+  const deadline = Date.now() + waitMs;
+  for (;;) {
+    try {
+      return lockExclusive(path);
+    } catch (err) {
+      if (!(err instanceof UnavailableError) || Date.now() >= deadline) throw err;
+      await new Promise((r) => setTimeout(r, 20));
+    }
   }
 }
 

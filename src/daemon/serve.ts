@@ -1,26 +1,27 @@
-// serve runs the daemon: open the snapshotter for a root (reconciling what a
-// crash left), register the gRPC services, listen on the unix socket (or a
-// socket systemd passed in), and on SIGTERM/SIGINT stop accepting, finish
-// in-flight calls and close cleanly. Containers' mounts are containerd's,
-// not ours: shutdown leaves them alone (and never unmounts or detaches).
+// serve runs the daemon: listen on the unix socket (or a socket systemd
+// passed in) and answer connections at once, then open the snapshotter for a
+// root (reconciling what a crash left) and serve the calls that waited for it
+// (server/gated.ts); on SIGTERM/SIGINT stop accepting, finish in-flight
+// calls and close cleanly. Containers' mounts are containerd's, not ours:
+// shutdown leaves them alone (and never unmounts or detaches).
+//
+// Only what answering needs is imported statically (gRPC, the protos, the
+// socket code): the backends, the store (SQLite), FFI and metrics load after
+// the socket answers, so a restart answers containerd's handshake in the time
+// Node takes to start plus a few modules (docs/reliability.md).
 
 import * as grpc from '@grpc/grpc-js';
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Server as NetServer } from 'node:net';
 import type { Logger } from 'pino';
-import { openSnapshotter } from './open.js';
-import { sweepTempMounts } from './temp-mounts.js';
-import { coreLogger } from './log.js';
-import { isFdAddress, listenOnFd, resolveFd, type PassedFd } from './activation.js';
+import { isFdAddress, listenOnFd, passedFdFor, resolveFd, type PassedFd } from './activation.js';
 import type { BackendSettings } from '../backends/registry.js';
 import { loadDiffService, loadSnapshotsService } from '../proto/load.js';
-import { snapshotsHandlers } from '../server/service.js';
-import { diffHandlers } from '../server/diff-service.js';
 import { ensureSocketFree, listenUnix, shutdownServer } from '../server/listen.js';
 import { Inflight } from '../server/inflight.js';
+import { Gate } from '../server/gated.js';
 import { errorMessage } from '../errdefs.js';
-import { instrumentHandlers } from '../metrics/instrument.js';
 import type { MetricsTarget, TsblockMetrics } from '../metrics/metrics.js';
 import type { InstanceConfig } from '../config/types.js';
 
@@ -43,6 +44,10 @@ export interface DaemonExtras {
   passedFds?: PassedFd[];
   /** instance is the config the metrics collector reads (derived from opts when absent). */
   instance?: InstanceConfig;
+  /** env is where TSBLOCK_TEST_START_DELAY_MS is read (default process.env). */
+  env?: NodeJS.ProcessEnv;
+  /** lockWaitMs waits for the root's lock that long (a handoff: the predecessor is stopping; see run.ts). */
+  lockWaitMs?: number;
 }
 
 /** Daemon is a running server; stop() is idempotent. */
@@ -51,60 +56,66 @@ export interface Daemon {
   readonly stopped: Promise<void>;
 }
 
-/** startDaemon brings up one snapshotter instance and returns once it listens. */
+/** ListeningDaemon answers on its socket; calls wait until open() has opened the store. */
+export interface ListeningDaemon {
+  /** open opens the store and serves the waiting calls; on failure they get UNAVAILABLE and the socket closes. */
+  open(extras?: Pick<DaemonExtras, 'metrics'>): Promise<Daemon>;
+  /** abort refuses the waiting calls (UNAVAILABLE, "<reason>") and closes the socket, for a start that will not open. */
+  abort(reason: string): Promise<void>;
+}
+
+/** TEST_START_DELAY_ENV delays opening the store after the socket answers (tests of a slow start; unset = none). */
+export const TEST_START_DELAY_ENV = 'TSBLOCK_TEST_START_DELAY_MS';
+
+/** Served are the handlers the gate opens onto. */
+interface Served {
+  snapshots: grpc.UntypedServiceImplementation;
+  diff: grpc.UntypedServiceImplementation;
+}
+
+/** startDaemon brings up one snapshotter instance and returns once it serves. */
 export async function startDaemon(opts: ServeOptions, log: Logger, extras: DaemonExtras = {}): Promise<Daemon> {
+  const l = await listenDaemon(opts, log, extras);
+  return l.open({ metrics: extras.metrics });
+}
+
+/** listenDaemon binds (or takes) the instance's socket and returns once it answers connections. */
+export async function listenDaemon(opts: ServeOptions, log: Logger, extras: DaemonExtras = {}): Promise<ListeningDaemon> {
   const started = Date.now();
   const name = opts.name ?? 'tsblock';
   const ilog = log.child({ snapshotter: name });
-  const activated = isFdAddress(opts.socket);
+  // fd:// names a passed socket; a path may be one systemd passed too (tsblock.socket).
+  const fd = isFdAddress(opts.socket) ? resolveFd(opts.socket, extras.passedFds ?? []) : passedFdFor(opts.socket, extras.passedFds ?? []);
+  const activated = fd !== undefined;
   // Refuse a live socket before making a base image or bringing up a pool.
   if (!activated) await ensureSocketFree(opts.socket);
-  const opened = await openSnapshotter(opts, coreLogger(ilog));
-  // Apply/Diff mount snapshots under <root>/mnt; a crash mid-apply left them mounted.
-  const temp = sweepTempMounts(opts.root);
-  if (temp.released.length > 0) ilog.warn({ released: temp.released }, 'unmounted temporary mounts a previous run left');
   const server = new grpc.Server({
     'grpc.max_receive_message_length': 16 * 1024 * 1024,
     // channelz (grpc-js's introspection service) tracks every call and
     // session; tsblock never serves it, and the tracking costs each RPC.
     'grpc.enable_channelz': 0,
   });
-  const handlers = snapshotsHandlers(opened.snapshotter, (rec) => ilog.warn(rec, 'rpc failed'));
+  const gate = new Gate<Served>();
   const inflight = new Inflight();
-  server.addService(loadSnapshotsService(), inflight.track(instrumentHandlers(handlers, name, extras.metrics, ilog)));
+  const snapshotsDef = loadSnapshotsService();
+  const diffDef = loadDiffService();
+  server.addService(snapshotsDef, inflight.track(gate.handlers(snapshotsDef, (s) => s.snapshots)));
   // containerd.services.diff.v1.Diff for containerd ≥ 2 proxy differs (docs/applier.md).
-  server.addService(
-    loadDiffService(),
-    inflight.track(
-      instrumentHandlers(diffHandlers({ blobDir: join(opts.root, 'content'), contentDirs: opts.contentDirs, mountParent: temp.dir }, (rec) => ilog.warn(rec, 'diff rpc failed')), name, extras.metrics, ilog),
-    ),
-  );
+  server.addService(diffDef, inflight.track(gate.handlers(diffDef, (s) => s.diff)));
   let acceptor: NetServer | undefined;
   try {
-    if (activated) acceptor = await listenOnFd(server, resolveFd(opts.socket, extras.passedFds ?? []));
+    if (activated) acceptor = await listenOnFd(server, fd);
     else await listenUnix(server, opts.socket, { mode: opts.socketMode, gid: opts.socketGid });
   } catch (err) {
     server.forceShutdown();
-    await opened.close();
     throw err;
   }
-  const target: MetricsTarget = {
-    instance: extras.instance ?? {
-      name, backend: opts.backend, root: opts.root, socket: opts.socket, mountOptions: opts.mountOptions ?? [],
-      baseSize: opts.baseSize, pool: opts.poolName, dataSize: opts.dataSize, metadataSize: opts.metadataSize, discard: opts.discardOnRemove ?? false,
-    },
-    store: opened.snapshotter.store,
-    usage: (key) => opened.snapshotter.usage(key),
-  };
-  extras.metrics?.addTarget(target);
-  ilog.info({ socket: opts.socket, root: opts.root, backend: opts.backend, ms: Date.now() - started }, 'serving');
+  ilog.info({ socket: opts.socket, ...(activated && !isFdAddress(opts.socket) ? { fd } : {}), ms: Date.now() - started }, 'answering; opening the store');
 
-  let stopping: Promise<void> | undefined;
-  let resolveStopped!: () => void;
-  const stopped = new Promise<void>((r) => (resolveStopped = r));
-  const stop = () =>
-    (stopping ??= (async () => {
-      ilog.info({ socket: opts.socket }, 'shutting down');
+  let closing: Promise<void> | undefined;
+  /** close stops accepting, lets running calls finish and ends the sessions (see stop below). */
+  const close = () =>
+    (closing ??= (async () => {
       // Stop accepting first (an activated socket stays open in systemd's
       // hands, so containerd's next connect queues until we are back). Only
       // stop listening: net.Server.close's callback waits until every
@@ -113,14 +124,79 @@ export async function startDaemon(opts: ServeOptions, log: Logger, extras: Daemo
       // the gRPC sessions, and with them those connections.
       acceptor?.close();
       await shutdownServer(server, 10_000, inflight);
-      extras.metrics?.removeTarget(target);
-      try {
-        await opened.close();
-      } catch (err) {
-        ilog.error({ error: errorMessage(err) }, 'close failed');
-      }
       if (!activated) rmSync(opts.socket, { force: true });
-      resolveStopped();
     })());
-  return { stop, stopped };
+  const abort = async (reason: string, cause?: unknown) => {
+    gate.fail(reason, cause);
+    await close();
+  };
+
+  const open = async (more: Pick<DaemonExtras, 'metrics'> = {}): Promise<Daemon> => {
+    let opened: import('./open.js').OpenedSnapshotter | undefined;
+    let served: Served;
+    let target: MetricsTarget;
+    try {
+      const delay = Number((extras.env ?? process.env)[TEST_START_DELAY_ENV] ?? 0);
+      if (delay > 0) {
+        ilog.warn({ ms: delay }, `${TEST_START_DELAY_ENV}: delaying start-up (tests only)`);
+        await new Promise((r) => setTimeout(r, delay));
+      }
+      const [{ openSnapshotter }, { sweepTempMounts }, { coreLogger }, { snapshotsHandlers }, { diffHandlers }, { instrumentHandlers }] = await Promise.all([
+        import('./open.js'),
+        import('./temp-mounts.js'),
+        import('./log.js'),
+        import('../server/service.js'),
+        import('../server/diff-service.js'),
+        import('../metrics/instrument.js'),
+      ]);
+      if (closing) throw new Error('stopped before the store was open');
+      opened = await openSnapshotter(opts, coreLogger(ilog), { lockWaitMs: extras.lockWaitMs });
+      const sn = opened.snapshotter;
+      // Apply/Diff mount snapshots under <root>/mnt; a crash mid-apply left them mounted.
+      const temp = sweepTempMounts(opts.root);
+      if (temp.released.length > 0) ilog.warn({ released: temp.released }, 'unmounted temporary mounts a previous run left');
+      served = {
+        snapshots: instrumentHandlers(snapshotsHandlers(sn, (rec) => ilog.warn(rec, 'rpc failed')), name, more.metrics, ilog),
+        diff: instrumentHandlers(
+          diffHandlers({ blobDir: join(opts.root, 'content'), contentDirs: opts.contentDirs, mountParent: temp.dir }, (rec) => ilog.warn(rec, 'diff rpc failed')),
+          name,
+          more.metrics,
+          ilog,
+        ),
+      };
+      target = {
+        instance: extras.instance ?? {
+          name, backend: opts.backend, root: opts.root, socket: opts.socket, mountOptions: opts.mountOptions ?? [],
+          baseSize: opts.baseSize, pool: opts.poolName, dataSize: opts.dataSize, metadataSize: opts.metadataSize, discard: opts.discardOnRemove ?? false,
+        },
+        store: sn.store,
+        usage: (key) => sn.usage(key),
+      };
+    } catch (err) {
+      await abort('tsblock failed to start', err);
+      await opened?.close().catch((e: unknown) => ilog.error({ error: errorMessage(e) }, 'close failed'));
+      throw err;
+    }
+    more.metrics?.addTarget(target);
+    gate.open(served);
+    ilog.info({ socket: opts.socket, root: opts.root, backend: opts.backend, ms: Date.now() - started }, 'serving');
+
+    let stopping: Promise<void> | undefined;
+    let resolveStopped!: () => void;
+    const stopped = new Promise<void>((r) => (resolveStopped = r));
+    const stop = () =>
+      (stopping ??= (async () => {
+        ilog.info({ socket: opts.socket }, 'shutting down');
+        await close();
+        more.metrics?.removeTarget(target);
+        try {
+          await opened!.close();
+        } catch (err) {
+          ilog.error({ error: errorMessage(err) }, 'close failed');
+        }
+        resolveStopped();
+      })());
+    return { stop, stopped };
+  };
+  return { open, abort: (reason) => abort(reason) };
 }

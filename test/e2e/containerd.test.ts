@@ -38,6 +38,8 @@ const REQUIRE_ALL = process.env.CI === 'true' || process.env.TSBLOCK_REQUIRE_ALL
 const SN = 'tsblock';
 const DIFFER = 'tsblock-diff';
 const STEP = 900_000;
+/** SLOW_START_MS is the slow restart's store-opening delay: past containerd's 1 s handshake window and its 3 s longest backoff. */
+const SLOW_START_MS = 3500;
 
 function prerequisites(): { bins?: ContainerdBins; reason?: string } {
   if (BACKEND !== 'blockfile' && BACKEND !== 'devmapper') return { reason: `TSBLOCK_E2E_BACKEND=${BACKEND}: not blockfile or devmapper` };
@@ -277,33 +279,70 @@ function e2e(bins: ContainerdBins): void {
       expect(r.stdout.trim()).toBe('hello from the image layer');
     }, STEP);
 
-    it('tsblock restarts on its socket-activated socket with a container running, and the first ctr call after it succeeds with no retry', async () => {
-      const pid = taskPid((await ctr(['tasks', 'ls'])).stdout, 'e2e-long');
-      tsbLogFrom = fs.statSync(tsb.o.log).size;
-      const t0 = Date.now();
-      expect(await tsb.stop(), 'tsblock exits 0 on SIGTERM').toBe(true);
-      await tsb.start();
-      const gap = Date.now() - t0;
-      time('tsblock restart (stop + start)', gap);
-      // The first call after the restart lands on the socket the test kept
-      // listening. containerd's proxy client reconnects by itself when the old
-      // daemon goes away, but its grpc.ConnectParams set no MinConnectTimeout:
-      // a connect attempt gets only the backoff delay (1 s at first) for the
-      // handshake, and after a failed attempt every call fails fast until the
-      // backoff (1 s, 1.6 s, 2.56 s, then 3 s, each ±20% jitter) runs out, even once
-      // tsblock is back. A restart faster than 1 s (the host: 0.4-1.0 s) never
-      // sees that; a slower one (Node under the VM's software emulation) must
-      // let containerd's reconnect run its course first, so the test waits out
-      // the longest backoff, once, without calling. Users meet the same limit
-      // (docs/reliability.md); no call below is retried.
-      if (gap > 900) {
-        console.log(`tsblock restart took ${gap} ms (> containerd's 1 s handshake window): waiting 4.5 s for containerd's reconnect backoff`);
-        await new Promise((r) => setTimeout(r, 4_500));
-      }
+    // containerd's proxy client reconnects by itself when a daemon goes away
+    // (1.6 at once, 2.x at its next call) and gives the connection ~1 s to
+    // see the HTTP/2 handshake (no MinConnectTimeout), else it fails calls
+    // until its backoff (up to 3 s) runs out. tsblock answers before it opens
+    // its store; a handoff (the successor answers before the old daemon
+    // stops) also takes Node's own start out of that second. No call below is
+    // retried and none waits (docs/reliability.md).
+    const firstCall = async () => {
       const r = await ctr(['snapshots', '--snapshotter', SN, 'info', hello.chainId]);
       expect(r.stdout).toMatch(/"Kind": "Committed"/);
-      expect(alive(pid), 'the container survives the tsblock restart').toBe(true);
+      return r.ms;
+    };
+
+    it('tsblock hands over to a new daemon on its socket-activated socket with a container running, and the first ctr call after it succeeds', async () => {
+      const pid = taskPid((await ctr(['tasks', 'ls'])).stdout, 'e2e-long');
+      tsbLogFrom = fs.statSync(tsb.o.log).size;
+      const h = await tsb.handoff();
+      time('tsblock handoff (until the new daemon serves)', h.ms);
+      expect(await h.predecessorExited, 'the old daemon exits 0 on the successor\'s SIGTERM').toBe(true);
+      await firstCall();
+      expect(alive(pid), 'the container survives the handoff').toBe(true);
     }, STEP);
+
+    it(`a slow handoff (store opening delayed ${SLOW_START_MS} ms): the first ctr call, made once the old daemon is gone and before the new one's store is open, waits and succeeds`, async () => {
+      const pid = taskPid((await ctr(['tasks', 'ls'])).stdout, 'e2e-long');
+      const from = fs.statSync(tsb.o.log).size;
+      const h = await tsb.handoff({ env: { TSBLOCK_TEST_START_DELAY_MS: String(SLOW_START_MS) }, until: 'handoff' });
+      expect(await h.predecessorExited, 'the old daemon exits 0').toBe(true);
+      time('tsblock slow handoff (until the old daemon exited)', h.ms);
+      expect(readFrom(tsb.o.log, from), 'the new store is not open yet').not.toMatch(/"msg":"serving"/);
+      time('first ctr call during the slow start (waits for the store)', await firstCall());
+      expect(readFrom(tsb.o.log, from)).toMatch(/"msg":"serving"/);
+      expect(alive(pid), 'the container survives the handoff').toBe(true);
+    }, STEP);
+
+    if (v2) {
+      // 2.x reconnects at the next call, so a stop + start (systemctl restart,
+      // a crash and systemd's restart) needs only the early answer. 1.6
+      // reconnects at once: there the restart must answer within ~1 s of the
+      // old daemon's exit, which Node's start alone can exceed on a loaded host
+      // (docs/reliability.md); 1.6 restarts by handoff above.
+      it('tsblock restarts (stop + start) on its socket-activated socket with a container running, and the first ctr call after it succeeds', async () => {
+        const pid = taskPid((await ctr(['tasks', 'ls'])).stdout, 'e2e-long');
+        const t0 = Date.now();
+        expect(await tsb.stop(), 'tsblock exits 0 on SIGTERM').toBe(true);
+        await tsb.start();
+        time('tsblock restart (stop + start until serving)', Date.now() - t0);
+        await firstCall();
+        expect(alive(pid), 'the container survives the tsblock restart').toBe(true);
+      }, STEP);
+
+      it(`a slow tsblock restart (stop + start, store opening delayed ${SLOW_START_MS} ms): the first ctr call, made as soon as tsblock answers and before its store is open, waits and succeeds`, async () => {
+        const pid = taskPid((await ctr(['tasks', 'ls'])).stdout, 'e2e-long');
+        const from = fs.statSync(tsb.o.log).size;
+        const t0 = Date.now();
+        expect(await tsb.stop(), 'tsblock exits 0 on SIGTERM').toBe(true);
+        await tsb.start({ env: { TSBLOCK_TEST_START_DELAY_MS: String(SLOW_START_MS) }, until: 'answering' });
+        time('tsblock slow restart (stop + start until answering)', Date.now() - t0);
+        expect(readFrom(tsb.o.log, from), 'the store is not open yet').not.toMatch(/"msg":"serving"/);
+        time('first ctr call during the slow start (waits for the store)', await firstCall());
+        expect(readFrom(tsb.o.log, from)).toMatch(/"msg":"serving"/);
+        expect(alive(pid), 'the container survives the tsblock restart').toBe(true);
+      }, STEP);
+    }
 
     it('after the tsblock restart the first new container runs, and exec into the running one works', async () => {
       const r = await ctr(['run', '--rm', '--snapshotter', SN, 'docker.io/library/e2e-hello-import:latest', 'e2e-after-restart', '/bin/cat', '/etc/hello']);
@@ -334,9 +373,11 @@ function e2e(bins: ContainerdBins): void {
     }
 
     it("containerd's log has no error about tsblock or the snapshotter", () => {
+      // The work dir's own name (tsblock-e2e.*) is no mention of tsblock: a shim's
+      // ttrpc "broken pipe" under it (containerd.sock.ttrpc) is not about the snapshotter.
       const errs = readFrom(cd.log)
         .split('\n')
-        .filter((l) => /level=error/.test(l) && /tsblock|snapshot|proxy|differ|unpack|mount/i.test(l));
+        .filter((l) => /level=error/.test(l) && /tsblock|snapshot|proxy|differ|unpack|mount/i.test(l.split(W).join('<work dir>')));
       if (errs.length) console.log(`containerd errors:\n${errs.join('\n')}`);
       expect(errs).toEqual([]);
     }, STEP);

@@ -19,6 +19,7 @@ import { snapshotsHandlers } from '../../src/server/service.js';
 import { diffHandlers, type DiffServiceOptions } from '../../src/server/diff-service.js';
 import { listenUnix, shutdownServer, type ListenOptions } from '../../src/server/listen.js';
 import type { Snapshotter } from '../../src/snapshots/snapshotter.js';
+import { TestClient, isRpcError } from './client.js';
 
 /** REPO is the checkout root; CLI the built entry point. */
 export const REPO = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -107,13 +108,18 @@ export class ServerProc {
     return new ServerProc(child, o);
   }
 
-  /** start spawns and waits: 'up' when the socket answers, 'died' when the child exited first. */
+  /** start spawns and waits: 'up' when the server serves, 'died' when the child exited first. */
   static async start(o: StartOptions): Promise<{ proc: ServerProc; state: 'up' | 'died' }> {
     const proc = ServerProc.spawn(o);
     return { proc, state: await proc.ready(o.timeoutMs ?? 30_000) };
   }
 
-  /** ready waits for the socket to accept connections. */
+  /**
+   * ready waits until the server serves: the socket answers before start-up
+   * (reconciliation, base creation) is done, and calls wait for it, so a Stat
+   * of a key nobody has must come back NOT_FOUND. A start-up that dies (a
+   * fault point) or fails ends that call otherwise and the child exits.
+   */
   async ready(timeoutMs: number): Promise<'up' | 'died'> {
     const deadline = Date.now() + timeoutMs;
     while (Date.now() < deadline) {
@@ -121,7 +127,14 @@ export class ServerProc {
       if (existsSync(this.opts.socket) && (await canConnect(this.opts.socket))) {
         // A stale socket from the previous (killed) server also exists: only a
         // live child that answers counts.
-        if (!this.dead) return 'up';
+        const c = new TestClient(this.opts.socket);
+        try {
+          await c.stat('tsblock-ready-probe');
+        } catch (err) {
+          if (isRpcError(err) && err.code === grpc.status.NOT_FOUND && !this.dead) return 'up';
+        } finally {
+          c.close();
+        }
       }
       await new Promise((r) => setTimeout(r, 25));
     }

@@ -11,10 +11,8 @@ import { FailedPreconditionError } from '../../errdefs.js';
 import { canReflink } from '../../sys/reflink.js';
 import { STORE_DIR, storeExists } from './store.js';
 
-/** STORE_MODES are the values of the `store` setting. */
-export const STORE_MODES = ['auto', 'direct', 'xfs-file'] as const;
-/** StoreMode is one of STORE_MODES. */
-export type StoreMode = (typeof STORE_MODES)[number];
+import type { StoreMode } from '../names.js';
+export { STORE_MODES, type StoreMode } from '../names.js';
 
 /** BlockfileLayout is the decision: the images' dir, and whether it sits in a store. */
 export interface BlockfileLayout {

@@ -4,9 +4,9 @@
 import { createLogger } from '../../daemon/log.js';
 import { runConfig } from '../../daemon/run.js';
 import { InvalidArgumentError, errorMessage } from '../../errdefs.js';
-import { BACKENDS } from '../../backends/registry.js';
+import { BACKENDS } from '../../backends/names.js';
 import { DEFAULT_ROOT, DEFAULT_SOCKET, DEFAULT_METRICS_ADDRESS } from '../../config/types.js';
-import { parseVerb, stdio, type Io } from '../common.js';
+import { parseVerb, stdio, type Io } from '../args.js';
 
 export { DEFAULT_ROOT, DEFAULT_SOCKET };
 

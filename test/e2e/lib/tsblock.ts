@@ -9,7 +9,9 @@
  * daemon runs wait in the socket's backlog for the next one.
  *
  * - `new ActivatedTsblock({repo, root, socket, backend, args, log})`
- * - `start()`: starts a daemon, resolves when its log says "serving";
+ * - `start({env, until})`: starts a daemon, resolves when its log says
+ *   "serving" (or, with until: 'answering', as soon as it answers on the
+ *   socket, before its store is open);
  *   `stop()`: SIGTERM, waits, true when it exited 0 without SIGKILL;
  *   `release()`: stop, close the socket fd and unlink the socket path.
  * - `cli(args)`: runs `node dist/cli.js` (ls, gc, …) with --config/--root.
@@ -71,8 +73,9 @@ export class ActivatedTsblock {
     return fd;
   }
 
-  /** start starts a daemon on the held socket and waits (60 s) for its "serving" log line; returns ms. */
-  async start(): Promise<number> {
+  /** start starts a daemon on the held socket and waits (60 s) for its "serving" (or "answering") log line; returns ms. */
+  async start(opts: { env?: NodeJS.ProcessEnv; until?: 'serving' | 'answering' | 'handoff' } = {}): Promise<number> {
+    const until = { serving: /"msg":"serving"/, answering: /"msg":"answering; opening the store"/, handoff: /"msg":"handoff: answering; asked the previous daemon to stop/ }[opts.until ?? 'serving'];
     const t0 = Date.now();
     const fd = this.hold();
     fs.writeFileSync(this.configFile, '');
@@ -84,7 +87,7 @@ export class ActivatedTsblock {
     ];
     const proc = spawn('/bin/sh', ['-c', 'LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=tsblock exec "$0" "$@"', process.execPath, ...args], {
       stdio: ['ignore', logFd, logFd, fd],
-      env: this.env,
+      env: { ...this.env, ...opts.env },
     });
     fs.closeSync(logFd);
     this.proc = proc;
@@ -92,11 +95,25 @@ export class ActivatedTsblock {
     const deadline = Date.now() + 60_000;
     for (;;) {
       const text = readFrom(this.o.log, from);
-      if (/"msg":"serving"/.test(text)) return Date.now() - t0;
+      if (until.test(text)) return Date.now() - t0;
       if (proc.exitCode !== null) throw new Error(`tsblock exited (${proc.exitCode}): ${text.slice(-2000)}`);
-      if (Date.now() > deadline) throw new Error(`tsblock did not log "serving" in 60 s: ${text.slice(-2000)}`);
-      await new Promise((r) => setTimeout(r, 50));
+      if (Date.now() > deadline) throw new Error(`tsblock did not log ${until} in 60 s: ${text.slice(-2000)}`);
+      await new Promise((r) => setTimeout(r, 10));
     }
+  }
+
+  /**
+   * handoff starts a successor with TSBLOCK_HANDOFF_FROM=<the running daemon>:
+   * it answers on the held socket, then stops its predecessor and takes the
+   * root over. Resolves at `until` (default "serving") with the ms it took and
+   * the predecessor's exit (true when it exited 0 by itself).
+   */
+  async handoff(opts: { env?: NodeJS.ProcessEnv; until?: 'serving' | 'handoff' } = {}): Promise<{ ms: number; predecessorExited: Promise<boolean> }> {
+    const old = this.proc;
+    const oldExited = this.exited;
+    if (!old || old.exitCode !== null || !oldExited) throw new Error('handoff: no running daemon');
+    const ms = await this.start({ until: opts.until, env: { ...opts.env, TSBLOCK_HANDOFF_FROM: String(old.pid) } });
+    return { ms, predecessorExited: oldExited.then((code) => code === 0) };
   }
 
   /** stop sends SIGTERM (SIGKILL after 30 s) and waits; true when it exited 0 by itself. */

@@ -46,6 +46,10 @@ describe('socket activation environment (sd_listen_fds)', () => {
     expect(listenFds({ LISTEN_FDS: '2', LISTEN_PID: '42', LISTEN_FDNAMES: 'a:b' }, 42)).toEqual([{ fd: 3, name: 'a' }, { fd: 4, name: 'b' }]);
     expect(listenFds({ LISTEN_FDS: '1', LISTEN_PID: '41' }, 42)).toEqual([]);
     expect(listenFds({}, 42)).toEqual([]);
+    // a handoff: the parent that passed them, named as the predecessor too (run.ts spawnSuccessor)
+    expect(listenFds({ LISTEN_FDS: '1', LISTEN_PID: '41', TSBLOCK_HANDOFF_FROM: '41' }, 42, 41)).toEqual([{ fd: 3, name: 'unknown' }]);
+    expect(listenFds({ LISTEN_FDS: '1', LISTEN_PID: '41' }, 42, 41)).toEqual([]);
+    expect(listenFds({ LISTEN_FDS: '1', LISTEN_PID: '41', TSBLOCK_HANDOFF_FROM: '41' }, 42, 40)).toEqual([]);
   });
   it('resolves fd://, fd://N and fd://NAME, and explains what is missing', () => {
     const two = [{ fd: 3, name: 'blockfile' }, { fd: 4, name: 'dm' }];

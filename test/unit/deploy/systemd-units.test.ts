@@ -9,6 +9,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { DEFAULT_SOCKET } from '../../../src/config/types.js';
 import { afterEach, describe, expect, it } from 'vitest';
 
 const REPO = path.resolve(__dirname, '../../..');
@@ -30,7 +31,7 @@ function verify(service: string, socket: string): { code: number; out: string } 
   fs.mkdirSync(etc, { recursive: true });
   fs.writeFileSync(path.join(etc, 'tsblock.service'), service);
   fs.writeFileSync(path.join(etc, 'tsblock.socket'), socket);
-  for (const p of ['usr/local/bin/tsblock', 'sbin/modprobe']) {
+  for (const p of ['usr/local/bin/tsblock', 'sbin/modprobe', 'bin/kill']) {
     fs.mkdirSync(path.dirname(path.join(root, p)), { recursive: true });
     fs.writeFileSync(path.join(root, p), '#!/bin/sh\n', { mode: 0o755 });
   }
@@ -60,3 +61,17 @@ if (why && !requireAll) {
     });
   });
 }
+
+describe('systemd units: socket activation is the default deployment', () => {
+  it('tsblock.service requires tsblock.socket, whose ListenStream= is the default socket path (the daemon takes it by that path)', () => {
+    expect(service()).toMatch(/^Requires=tsblock\.socket$/m);
+    expect(service()).toMatch(/^After=.*\btsblock\.socket\b/m);
+    expect(service()).toMatch(/^ExecStart=\/usr\/local\/bin\/tsblock serve --config \/etc\/tsblock\/config\.toml$/m);
+    expect(socket()).toMatch(new RegExp(`^ListenStream=${DEFAULT_SOCKET}$`, 'm'));
+    expect(socket()).toMatch(/^Service=tsblock\.service$/m);
+    // reload is the handoff (run.ts spawnSuccessor): the successor's MAINPID= must be accepted
+    expect(service()).toMatch(/^ExecReload=\/bin\/kill -HUP \$MAINPID$/m);
+    expect(service()).toMatch(/^NotifyAccess=all$/m);
+  });
+});
+
