@@ -48,7 +48,7 @@ faultDescribe('tsblock SIGKILLed in the middle of a pull', (bins) => {
   else {
     const k = Number(process.env.TSBLOCK_FAULTS_KILLS || 4);
     for (let j = 0; j < k; j++) {
-      const p = points[(j * 5 + (rig.v2 ? 6 : 0)) % points.length]!;
+      const p = points[(j * 7 + (rig.v2 ? 7 : 0)) % points.length]!;
       const n = 1 + ((j * 3 + 1) % LAYERS);
       specs.push(`${p}@${p === 'apply:entry' ? n * 37 : n}`);
     }

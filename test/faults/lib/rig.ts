@@ -28,7 +28,7 @@ import { leaksUnder } from '../../helpers/leaks.js';
 import { containerdBins, containerdConfig, PrivateContainerd, runcMissing, type ContainerdBins } from '../../e2e/lib/containerd.js';
 import { busyboxMissing } from '../../e2e/lib/images.js';
 import { registryMissing, startRegistry, type LocalRegistry } from '../../e2e/lib/registry.js';
-import { ActivatedTsblock } from '../../e2e/lib/tsblock.js';
+import { ActivatedTsblock, readFrom } from '../../e2e/lib/tsblock.js';
 
 export const REPO = fileURLToPath(new URL('../../..', import.meta.url)).replace(/\/$/, '');
 export const BIN_DIR = process.env.TSBLOCK_FAULTS_CONTAINERD || '/usr/bin';
@@ -248,6 +248,39 @@ export class Rig {
     const mine = new Set((await this.allSnaps()).map((s) => `${short(s.key)} ${short(s.parent)} ${s.kind}`));
     const theirs = new Set((await this.ctrSnaps()).map((s) => `${s.key} ${s.parent || '-'} ${s.kind}`));
     return [...[...mine].filter((x) => !theirs.has(x)).map((x) => `tsblock only: ${x}`), ...[...theirs].filter((x) => !mine.has(x)).map((x) => `containerd only: ${x}`)];
+  }
+
+  /** killContainerd SIGKILLs containerd and waits until it is gone (its shims live on). */
+  async killContainerd(): Promise<void> {
+    const pid = this.cd.pid;
+    if (pid === undefined) return;
+    process.kill(pid, 'SIGKILL');
+    const proc = (this.cd as unknown as { proc?: ChildProcess }).proc;
+    for (let i = 0; i < 200 && proc && proc.exitCode === null && proc.signalCode === null; i++) await new Promise((r) => setTimeout(r, 25));
+  }
+
+  /**
+   * waitLog resolves when tsblock's log has `count` lines matching re since
+   * byte offset `from` (polled every 10 ms; false after timeoutMs).
+   */
+  async waitLog(re: RegExp, count: number, from: number, timeoutMs = 120_000): Promise<boolean> {
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+      const n = readFrom(this.tsb.o.log, from).split('\n').filter((l) => re.test(l)).length;
+      if (n >= count) return true;
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    return false;
+  }
+
+  /** logSize is the tsblock log's length now (an offset for waitLog). */
+  logSize(): number {
+    return fs.existsSync(this.tsb.o.log) ? fs.statSync(this.tsb.o.log).size : 0;
+  }
+
+  /** leases lists containerd's leases (ids). */
+  async leases(): Promise<string[]> {
+    return (await this.ctr(['leases', 'ls', '-q'])).stdout.split('\n').filter(Boolean);
   }
 
   /** leaks are mounts and loop devices under the work dir, the store of the running daemon aside. */
