@@ -191,6 +191,14 @@ export class CoreSnapshotter implements Snapshotter {
     validateLabels(opts?.labels);
     await this.gate.shared(() => this.locks.run([key, name], async () => {
       const row = this.store.read(() => this.checkCommit(name, key));
+      // Storage below the reserve at Commit means the snapshot's writes may
+      // have met ENOSPC underneath its filesystem (a layer applied into a
+      // loop-mounted image loses those writes silently: the applier, e.g.
+      // containerd's, never sees them). Such a snapshot is not committed:
+      // the caller (containerd's unpacker) removes it and fails the pull.
+      if (row.kind === Kind.Active && this.backend.freeSpace && guardOn(this.minFree)) {
+        await this.guardSpace(`cannot commit snapshot ${key} as ${name}: the storage ran below its reserve while it was written, so writes to it may have failed`);
+      }
       const snap = this.toBackend(row);
       const usage = await this.wrap(() => this.backend.commit(snap));
       const deferred = this.flushes.deferred;
@@ -342,10 +350,10 @@ export class CoreSnapshotter implements Snapshotter {
    * which space freed since only makes too low: it is read afresh before a
    * refusal, so a refusal is never stale.
    */
-  private async guardSpace(): Promise<void> {
+  private async guardSpace(refused?: string): Promise<void> {
     let space = await this.backend.freeSpace!();
     if (!hasRoom(space, this.minFree)) space = await this.backend.freeSpace!({ fresh: true });
-    checkSpace(space, this.minFree);
+    checkSpace(space, this.minFree, refused);
   }
 
   private async undoCreate(snap: BackendSnapshot, cause: unknown): Promise<void> {

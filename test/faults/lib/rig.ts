@@ -87,8 +87,8 @@ export interface Snap {
 
 /** RigOptions shape one rig. */
 export interface RigOptions {
-  /** root is the directory tsblock's root and containerd's root live in (default: the work dir). */
-  root?: string;
+  /** tsblockParent is the directory tsblock's root is made in (default: the work dir), e.g. a small filesystem. */
+  tsblockParent?: string;
   serveArgs?: string[];
 }
 
@@ -102,14 +102,14 @@ export class Rig {
 
   constructor(name: string, readonly bins: ContainerdBins, readonly opts: RigOptions = {}) {
     fs.mkdirSync(TMPBASE, { recursive: true });
-    this.work = fs.mkdtempSync(path.join(opts.root ?? TMPBASE, `faults-${name}.`));
+    this.work = fs.mkdtempSync(path.join(TMPBASE, `faults-${name}.`));
     this.v2 = bins.major >= 2;
     this.cd = new PrivateContainerd(this.work, bins);
     const args = ['--base-size', '1G', ...(opts.serveArgs ?? [])];
     if (this.v2) args.push('--content-dir', path.join(this.cd.root, 'io.containerd.content.v1.content'));
     this.tsb = new FaultTsblock({
       repo: REPO,
-      root: path.join(this.work, 'tsblock-root'),
+      root: path.join(opts.tsblockParent ?? this.work, `tsblock-root-${path.basename(this.work)}`),
       socket: path.join(this.work, 'tsblock.sock'),
       backend: 'blockfile',
       args,
@@ -200,13 +200,14 @@ export class Rig {
    * gc makes containerd collect garbage now, tsblock included. containerd
    * collects a snapshotter only when something was removed from it since the
    * last collection, and a collection that failed (tsblock was down) does not
-   * keep that mark: so a throwaway snapshot is made and removed first, as the
+   * keep that mark: so a throwaway view is made and removed first, as the
    * next image or container removal would do, then a lease deleted with
    * --sync runs the collector and waits for it.
    */
   async gc(): Promise<void> {
     const id = `faults-gc-${Date.now()}`;
-    await this.ctr(['snapshots', '--snapshotter', SN, 'prepare', id, '']);
+    // A view: the low-space guard refuses new active snapshots, not views.
+    await this.ctr(['snapshots', '--snapshotter', SN, 'view', id, ANCHOR]);
     await this.ctr(['snapshots', '--snapshotter', SN, 'rm', id]);
     await this.ctr(['leases', 'create', '--id', id]);
     await this.ctr(['leases', 'rm', '--sync', id]);
@@ -285,7 +286,8 @@ export class Rig {
 
   /** leaks are mounts and loop devices under the work dir, the store of the running daemon aside. */
   leaks(): string[] {
-    return leaksUnder(this.work, { allowStores: true });
+    const dirs = [this.work, ...(this.opts.tsblockParent ? [this.tsb.o.root] : [])];
+    return dirs.flatMap((d) => leaksUnder(d, { allowStores: true }));
   }
 
   /** down stops everything, releases what is left, removes the work dir unless TSBLOCK_FAULTS_KEEP=1. */
@@ -298,11 +300,15 @@ export class Rig {
     await this.cd.stop();
     await this.tsb.release();
     await this.registry?.stop();
-    const left = leaksUnder(this.work);
+    const dirs = [this.work, ...(this.opts.tsblockParent ? [this.tsb.o.root] : [])];
+    const left = dirs.flatMap((d) => leaksUnder(d));
     for (const l of left.filter((x) => x.startsWith('mount ')).reverse()) await execa('umount', ['-l', l.slice(6)], { reject: false });
-    for (const l of leaksUnder(this.work).filter((x) => x.startsWith('loop '))) await execa('losetup', ['-d', l.split(' ')[1]!], { reject: false });
+    for (const l of dirs.flatMap((d) => leaksUnder(d)).filter((x) => x.startsWith('loop '))) await execa('losetup', ['-d', l.split(' ')[1]!], { reject: false });
     if (keep || process.env.TSBLOCK_FAULTS_KEEP === '1') console.log(`faults work dir kept: ${this.work}`);
-    else fs.rmSync(this.work, { recursive: true, force: true });
+    else {
+      fs.rmSync(this.work, { recursive: true, force: true });
+      if (this.opts.tsblockParent) fs.rmSync(this.tsb.o.root, { recursive: true, force: true });
+    }
     return left;
   }
 }
