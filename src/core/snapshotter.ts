@@ -35,7 +35,7 @@ import { Flushes } from './durability.js';
 import { Gate } from './gate.js';
 import { KeyLock } from './keylock.js';
 import { faultPoint } from './faults.js';
-import { checkSpace, DEFAULT_MIN_FREE, guardOn, hasRoom, type MinFree } from './space.js';
+import { checkSpace, DEFAULT_MIN_FREE, guardOn, hasRoom, shortage, type MinFree } from './space.js';
 
 /** uncounted tells a committed row whose inodes its backend left to the first Usage. */
 const uncounted = (row: SnapshotRow): boolean => row.kind === Kind.Committed && row.inodes === INODES_UNCOUNTED;
@@ -354,6 +354,17 @@ export class CoreSnapshotter implements Snapshotter {
     let space = await this.backend.freeSpace!();
     if (!hasRoom(space, this.minFree)) space = await this.backend.freeSpace!({ fresh: true });
     checkSpace(space, this.minFree, refused);
+  }
+
+  /**
+   * spaceShortage says, in words, why the storage is below its reserve
+   * (undefined when it is not, or when the guard is off): callers that saw a
+   * write fail use it to name the cause.
+   */
+  async spaceShortage(): Promise<string | undefined> {
+    if (!this.backend.freeSpace || !guardOn(this.minFree)) return undefined;
+    const why = shortage(await this.backend.freeSpace({ fresh: true }), this.minFree);
+    return why === undefined ? undefined : `the storage ran out of space: ${why}`;
   }
 
   private async undoCreate(snap: BackendSnapshot, cause: unknown): Promise<void> {

@@ -77,6 +77,12 @@ export function hasRoom(space: FreeSpace, min: MinFree): boolean {
   return threshold <= 0 || space.free >= threshold;
 }
 
+/** shortage describes how `space` falls below the reserve, or is undefined when it keeps it. */
+export function shortage(space: FreeSpace, min: MinFree): string | undefined {
+  if (hasRoom(space, min)) return undefined;
+  return `${space.what} has ${formatSize(space.free)} free of ${formatSize(space.total)}, below the reserve of ${formatSize(thresholdBytes(min, space.total))} (--min-free)`;
+}
+
 /**
  * checkSpace throws ResourceExhaustedError when `space` has less than the
  * reserve free; `refused` says what is refused (default: a new snapshot).

@@ -75,7 +75,7 @@ export async function startDaemon(opts: ServeOptions, log: Logger, extras: Daemo
   server.addService(
     loadDiffService(),
     inflight.track(
-      instrumentHandlers(diffHandlers({ blobDir: join(opts.root, 'content'), contentDirs: opts.contentDirs, mountParent: temp.dir }, (rec) => ilog.warn(rec, 'diff rpc failed')), name, extras.metrics, ilog),
+      instrumentHandlers(diffHandlers({ blobDir: join(opts.root, 'content'), contentDirs: opts.contentDirs, mountParent: temp.dir, spaceShortage: () => opened.snapshotter.spaceShortage() }, (rec) => ilog.warn(rec, 'diff rpc failed')), name, extras.metrics, ilog),
     ),
   );
   let acceptor: NetServer | undefined;

@@ -41,25 +41,32 @@ export function makeSmallFs(kind: 'ext4' | 'xfs', sizeMiB: number, name: string)
     free,
     /** fill grows the filler (real blocks) until `leave` bytes are free; returns the filler's size. */
     fill(leave: number): number {
-      // XFS preallocates speculatively while a file grows and gives it back
-      // at close: fill, sync, close, measure again until it holds.
+      // fallocate: real blocks at once. Written data would leave XFS's
+      // speculative preallocation counted as used, which XFS takes back when
+      // it runs low: the filesystem would have more room than it showed.
       for (let round = 0; round < 8 && free() > leave + 1024 ** 2; round++) {
+        const have = fs.existsSync(filler) ? fs.statSync(filler).size : 0;
+        const more = Math.floor((free() - leave) / 4096) * 4096;
+        for (const n of [more, Math.floor(more / 2 / 4096) * 4096, 4096]) {
+          try {
+            execFileSync('fallocate', ['-l', String(have + n), filler], { stdio: 'ignore' });
+            break;
+          } catch {
+            // less, then
+          }
+        }
+        execFileSync('sync', ['-f', dir]);
+      }
+      if (leave === 0) {
+        // The last blocks: append until ENOSPC.
         const fd = fs.openSync(filler, 'a');
         try {
-          const chunk = Buffer.alloc(1024 ** 2, 0x5a);
-          for (let f = free(); f > leave; f = free()) {
-            const n = Math.min(chunk.length, Math.max(4096, f - leave));
-            try {
-              fs.writeSync(fd, chunk, 0, n);
-            } catch {
-              break; // ENOSPC: as full as it gets
-            }
-          }
-          fs.fsyncSync(fd);
+          for (;;) fs.writeSync(fd, Buffer.alloc(4096, 0x5a));
+        } catch {
+          // full
         } finally {
           fs.closeSync(fd);
         }
-        execFileSync('sync', ['-f', dir]);
       }
       return fs.statSync(filler).size;
     },
