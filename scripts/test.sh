@@ -12,6 +12,10 @@
 #   e2e          real containerd + ctr + runc (1.6 from Debian, 2.3.x, 2.4.x):
 #                registry pulls, imports, runs, restarts, GC, leaks (test/e2e)
 #   cri          containerd 2.x's CRI plugin driven by crictl (test/cri)
+#   faults       faults in what users run, through containerd 1.6 and 2.4: tsblock
+#                or containerd SIGKILLed mid-pull/run, disk full during a pull,
+#                a rootfs filled to its size, corrupted images (test/faults; long
+#                form: TSBLOCK_FAULTS_LONG=1 or scripts/reliability.sh --faults)
 #   quickstart   the README's quick start as a user meets it (scripts/quickstart-check.sh)
 #   vmboot       VMs booted from tsblock snapshots, power cuts (test/vmboot)
 #   vm           device-mapper inside a qemu guest: vitest, conformance, e2e
@@ -31,11 +35,11 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
 OUT=$REPO/.tmp/test
-STAGES=(unit integration conformance e2e cri quickstart vmboot vm)
+STAGES=(unit integration conformance e2e cri faults quickstart vmboot vm)
 ONLY=""
 INSTALL=1
 QUICK=0
-usage() { sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --only) [ $# -ge 2 ] || { echo "--only needs a stage list" >&2; exit 2; }; ONLY=$2; shift 2 ;;
@@ -64,7 +68,7 @@ fi
 declare -A MIN=(
   [unit]=240 [integration]=130
   [conformance]=21
-  [e2e-containerd-1.6]=18 [e2e-containerd-2.3]=20 [e2e-containerd-2.4]=20 [cri-containerd-2.4]=81 [cri-containerd-2.3]=54 [quickstart]=11 [vmboot]=5
+  [e2e-containerd-1.6]=18 [e2e-containerd-2.3]=20 [e2e-containerd-2.4]=20 [cri-containerd-2.4]=81 [cri-containerd-2.3]=54 [faults-containerd-1.6]=25 [faults-containerd-2.4]=25 [quickstart]=11 [vmboot]=5
   [vm]=96 [vm-conformance]=21 [vm-e2e]=18
 )
 
@@ -228,6 +232,18 @@ if want cri; then
     if [ -z "$bin" ] || [ ! -x "$bin/containerd" ]; then cannot_run "cri $c" "$c not built (scripts/install-tools.sh)"; continue; fi
     files=(test/cri); [ "$c" = containerd-2.3 ] && files=(test/cri/cri.test.ts test/cri/docs.test.ts)
     TSBLOCK_CRI_CONTAINERD=$bin vitest_run "cri $c (crictl; docs' snippets)" "cri-$c" "$OUT/cri-$c.json" -- "${files[@]}"
+  done
+fi
+
+if want faults; then
+  # Each fault file through containerd 1.6 (Debian's) and 2.4: the short forms
+  # (4 tsblock kills, 2+2 containerd kills, both disk-full roots, both rootfs
+  # sizes, 3 corruptions). TSBLOCK_FAULTS_LONG=1 runs the long forms.
+  for c in containerd-1.6 containerd-2.4; do
+    bin=$(tool_dir "$c")
+    if [ -z "$bin" ] || [ ! -x "$bin/containerd" ]; then cannot_run "faults $c" "$c not built (scripts/install-tools.sh)"; continue; fi
+    TSBLOCK_FAULTS_CONTAINERD=$bin \
+      vitest_run "faults $c (kills, disk full, corruption)" "faults-$c" "$OUT/faults-$c.json" -- test/faults
   done
 fi
 

@@ -33,11 +33,11 @@ import { ActivatedTsblock, readFrom } from '../../e2e/lib/tsblock.js';
 export const REPO = fileURLToPath(new URL('../../..', import.meta.url)).replace(/\/$/, '');
 export const BIN_DIR = process.env.TSBLOCK_FAULTS_CONTAINERD || '/usr/bin';
 export const TMPBASE = process.env.TSBLOCK_FAULTS_TMPDIR || '/var/tmp';
-/** LONG is the long form (TSBLOCK_FAULTS_LONG=1): every kill point, more fills. */
+/** LONG is the long form (TSBLOCK_FAULTS_LONG=1): every kill point at every layer, a containerd kill after every layer. */
 export const LONG = process.env.TSBLOCK_FAULTS_LONG === '1';
 export const SN = 'tsblock';
 export const DIFFER = 'tsblock-diff';
-export const STEP = 900_000;
+export const STEP = LONG ? 3_600_000 : 900_000;
 /** ANCHOR names the rig's own committed snapshot (a gc.root), the readiness probe's target. */
 export const ANCHOR = 'faults-anchor';
 
