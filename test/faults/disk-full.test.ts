@@ -20,7 +20,6 @@ import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { buildTar, diffIdOf } from '../fixtures/layers/build.js';
 import { chainIdsOf, helloImage, type BuiltImage } from '../e2e/lib/images.js';
-import { readFrom } from '../e2e/lib/tsblock.js';
 import { LayerSums } from './lib/content.js';
 import { figures } from './lib/figures.js';
 import { faultDescribe, named, Rig, SN, STEP } from './lib/rig.js';
@@ -88,7 +87,7 @@ for (const [kind, sizeMiB] of [['ext4', 1700], ['xfs', 1200]] as const) {
       expect(r.ok, 'the pull cannot succeed').toBe(false);
       expect(r.out).toMatch(FULL);
       // The gRPC code, in tsblock's log of the failed request (Commit, or on 2.x possibly Apply).
-      expect(readFrom(rig.tsb.o.log, from)).toMatch(/"op":"(Commit|Apply)".*"code":"RESOURCE_EXHAUSTED"|"rpc":"Apply".*"code":"RESOURCE_EXHAUSTED"/);
+      expect(await rig.waitLog(/"op":"(Commit|Apply)".*"code":"RESOURCE_EXHAUSTED"|"rpc":"Apply".*"code":"RESOURCE_EXHAUSTED"/, 1, from, 10_000), 'tsblock logged RESOURCE_EXHAUSTED').toBe(true);
     }, STEP);
 
     it('nothing committed before is damaged, nothing leaks; once the filler is gone GC leaves no active snapshot and containerd and tsblock agree', async () => {
@@ -123,7 +122,7 @@ for (const [kind, sizeMiB] of [['ext4', 1700], ['xfs', 1200]] as const) {
       const p = await rig.ctr(['snapshots', '--snapshotter', SN, 'prepare', 'faults-refused', '']).then(() => '', (e: Error) => e.message);
       seen.prepare = p.slice(-300);
       expect(p, 'Prepare on a full root').toMatch(FULL);
-      expect(readFrom(rig.tsb.o.log, from)).toMatch(/"op":"Prepare".*"code":"RESOURCE_EXHAUSTED".*faults-refused/);
+      expect(await rig.waitLog(/"op":"Prepare".*"code":"RESOURCE_EXHAUSTED".*faults-refused/, 1, from, 10_000), 'tsblock logged Prepare RESOURCE_EXHAUSTED').toBe(true);
       // Metadata writes until one fails (the WAL may have room at first): each failure must say why.
       let writeErr = '';
       for (let i = 0; i < 200 && !writeErr; i++) {
@@ -133,7 +132,7 @@ for (const [kind, sizeMiB] of [['ext4', 1700], ['xfs', 1200]] as const) {
       }
       seen.update = writeErr.slice(-300);
       if (writeErr) expect(writeErr).toMatch(/metadata file .* is full|not enough free space/);
-      if (writeErr) expect(readFrom(rig.tsb.o.log, from)).toMatch(/"op":"Update".*"code":"RESOURCE_EXHAUSTED"/);
+      if (writeErr) expect(await rig.waitLog(/"op":"Update".*"code":"RESOURCE_EXHAUSTED"/, 1, from, 10_000), 'tsblock logged Update RESOURCE_EXHAUSTED').toBe(true);
       // Reads.
       expect((await rig.ctr(['snapshots', '--snapshotter', SN, 'info', 'faults-active'])).stdout).toMatch(/"Kind": "Active"/);
       expect((await rig.ctr(['snapshots', '--snapshotter', SN, 'usage', 'faults-active'])).stdout).toMatch(/faults-active/);

@@ -208,7 +208,10 @@ export class Rig {
     const id = `faults-gc-${Date.now()}`;
     // A view: the low-space guard refuses new active snapshots, not views.
     await this.ctr(['snapshots', '--snapshotter', SN, 'view', id, ANCHOR]);
-    await this.ctr(['snapshots', '--snapshotter', SN, 'rm', id]);
+    // A collection already under way may take the (unreferenced) view first: the same kick.
+    await this.ctr(['snapshots', '--snapshotter', SN, 'rm', id]).catch((err: Error) => {
+      if (!/not found/.test(err.message)) throw err;
+    });
     await this.ctr(['leases', 'create', '--id', id]);
     await this.ctr(['leases', 'rm', '--sync', id]);
   }
