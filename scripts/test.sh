@@ -39,7 +39,7 @@ STAGES=(unit integration conformance e2e cri faults quickstart vmboot vm)
 ONLY=""
 INSTALL=1
 QUICK=0
-usage() { sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --only) [ $# -ge 2 ] || { echo "--only needs a stage list" >&2; exit 2; }; ONLY=$2; shift 2 ;;
