@@ -99,7 +99,7 @@ faultDescribe('tsblock SIGKILLed in the middle of a pull', (bins) => {
       expect(rig.tsb.dead, `${spec}: the daemon died`).toBe(true);
       if (!first.ok) {
         // containerd's words for a snapshotter that went away mid-call.
-        const m = /(Unavailable|error reading from server: EOF|connection (reset|refused|closed)|transport is closing|Canceled)/i.exec(first.out);
+        const m = /(Unavailable|error reading from server: EOF|connection error|connection (reset|refused|closed)|transport is closing|Canceled)/i.exec(first.out);
         expect(m, `${spec}: the error names the cause: ${first.out}`).not.toBeNull();
         errors.set(m![1]!, (errors.get(m![1]!) ?? 0) + 1);
       }
