@@ -104,7 +104,10 @@ export class Rig {
     fs.mkdirSync(TMPBASE, { recursive: true });
     this.work = fs.mkdtempSync(path.join(TMPBASE, `faults-${name}.`));
     this.v2 = bins.major >= 2;
-    this.cd = new PrivateContainerd(this.work, bins);
+    // A namespace of its own: runc's state (/run/containerd/runc/<namespace>/<id>) is
+    // shared by every containerd on the host, so two runs side by side (test.sh runs
+    // 1.6 and 2.4 at once) or an e2e run must not share container ids.
+    this.cd = new PrivateContainerd(this.work, bins, `faults${bins.major}-${process.pid}`);
     const args = ['--base-size', '1G', ...(opts.serveArgs ?? [])];
     if (this.v2) args.push('--content-dir', path.join(this.cd.root, 'io.containerd.content.v1.content'));
     this.tsb = new FaultTsblock({
