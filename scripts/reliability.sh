@@ -10,11 +10,16 @@
 # (vm-tests/run-in-vm.sh; Node is ~20x slower there): --kills, --fuzz and
 # --seconds then size the devmapper campaign (defaults 30, 300, 60 s with
 # --clients 8) and every apply fault point is armed.
+# --faults runs test/faults in long form (TSBLOCK_FAULTS_LONG=1: tsblock killed
+# at every fault point of every layer of a 10-layer pull, containerd killed
+# after every layer's Prepare, plus the disk-full, rootfs-full and corruption
+# cases) through containerd 1.6 and 2.4; figures ("FAULTS <test> {json}")
+# go to .tmp/faults/figures.txt.
 #
-# Usage: sudo scripts/reliability.sh [--devmapper] [--kills N] [--fuzz N] [--seconds N] [--clients N] [--seed N] [--no-build]
+# Usage: sudo scripts/reliability.sh [--devmapper|--faults] [--kills N] [--fuzz N] [--seconds N] [--clients N] [--seed N] [--no-build]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-KILLS=; FUZZ=; SECONDS_=60; CLIENTS=8; SEED=${TSBLOCK_REL_SEED:-$(date +%s)}; BUILD=1; DM=0
+KILLS=; FUZZ=; SECONDS_=60; CLIENTS=8; SEED=${TSBLOCK_REL_SEED:-$(date +%s)}; BUILD=1; DM=0; FAULTS=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --kills) KILLS=$2; shift 2 ;;
@@ -23,8 +28,9 @@ while [ $# -gt 0 ]; do
     --seed) SEED=$2; shift 2 ;;
     --clients) CLIENTS=$2; shift 2 ;;
     --devmapper) DM=1; shift ;;
+    --faults) FAULTS=1; shift ;;
     --no-build) BUILD=0; shift ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -46,6 +52,19 @@ if [ "$DM" = 1 ]; then
   echo
   echo "== devmapper figures (seed $SEED) =="
   cat "$FIG"
+  exit $rc
+fi
+if [ "$FAULTS" = 1 ]; then
+  mkdir -p .tmp/faults
+  : >.tmp/faults/figures.txt
+  for c in containerd-1.6 containerd-2.4; do
+    bin=$(scripts/install-tools.sh --print "$c") || { echo "$c: not built (scripts/install-tools.sh)"; rc=1; continue; }
+    echo "faults, long form, $c"
+    TSBLOCK_FAULTS_LONG=1 TSBLOCK_FAULTS_CONTAINERD=$bin node_modules/.bin/vitest run --testTimeout=3600000 --hookTimeout=600000 test/faults || rc=$?
+  done
+  echo
+  echo "== faults figures =="
+  cat .tmp/faults/figures.txt
   exit $rc
 fi
 KILLS=${KILLS:-240}; FUZZ=${FUZZ:-20000}

@@ -12,6 +12,10 @@
 #   e2e          real containerd + ctr + runc (1.6 from Debian, 2.3.x, 2.4.x):
 #                registry pulls, imports, runs, restarts, GC, leaks (test/e2e)
 #   cri          containerd 2.x's CRI plugin driven by crictl (test/cri)
+#   faults       faults in what users run, through containerd 1.6 and 2.4: tsblock
+#                or containerd SIGKILLed mid-pull/run, disk full during a pull,
+#                a rootfs filled to its size, corrupted images (test/faults; long
+#                form: TSBLOCK_FAULTS_LONG=1 or scripts/reliability.sh --faults)
 #   quickstart   the README's quick start as a user meets it (scripts/quickstart-check.sh)
 #   vmboot       VMs booted from tsblock snapshots, power cuts (test/vmboot)
 #   vm           device-mapper inside a qemu guest: vitest, conformance, e2e
@@ -31,11 +35,11 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
 OUT=$REPO/.tmp/test
-STAGES=(unit integration conformance e2e cri quickstart vmboot vm)
+STAGES=(unit integration conformance e2e cri faults quickstart vmboot vm)
 ONLY=""
 INSTALL=1
 QUICK=0
-usage() { sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --only) [ $# -ge 2 ] || { echo "--only needs a stage list" >&2; exit 2; }; ONLY=$2; shift 2 ;;
@@ -64,7 +68,7 @@ fi
 declare -A MIN=(
   [unit]=254 [integration]=150
   [conformance]=21
-  [e2e-containerd-1.6]=19 [e2e-containerd-2.3]=23 [e2e-containerd-2.4]=23 [cri-containerd-2.4]=81 [cri-containerd-2.3]=54 [quickstart]=11 [vmboot]=5
+  [e2e-containerd-1.6]=19 [e2e-containerd-2.3]=23 [e2e-containerd-2.4]=23 [cri-containerd-2.4]=81 [cri-containerd-2.3]=54 [faults-containerd-1.6]=25 [faults-containerd-2.4]=25 [quickstart]=11 [vmboot]=5
   [vm]=96 [vm-conformance]=21 [vm-e2e]=19
 )
 
@@ -130,10 +134,15 @@ echo "install and build: $((SECONDS - T0)) s"
 # and under CI the names of skipped tests.
 vitest_run() {
   local name=$1 key=$2 json=$3; shift 4
-  local t=$SECONDS rc p f s
+  local t=$SECONDS rc
   rm -f "$json"
   node_modules/.bin/vitest run --reporter=default --reporter=json --outputFile.json="$json" "$@"
   rc=$?
+  vitest_judge "$name" "$key" "$json" "$rc" $((SECONDS - t))
+}
+# vitest_judge NAME MINKEY JSONFILE RC SECONDS: the verdict of a finished vitest run.
+vitest_judge() {
+  local name=$1 key=$2 json=$3 rc=$4 secs=$5 p f s
   if [ -f "$json" ]; then
     read -r p f s < <(node -e '
       const r = require(process.argv[1]);
@@ -142,9 +151,9 @@ vitest_run() {
         if (a.status === "skipped" || a.status === "pending" || a.status === "todo") console.error(`  skipped: ${a.fullName}`);
       console.log(r.numPassedTests, r.numFailedTests + badFiles, r.numPendingTests + r.numTodoTests);
     ' "$json")
-    judge "$name" "$key" "$rc" "$json" $((SECONDS - t)) "$p" "$f" "$s"
+    judge "$name" "$key" "$rc" "$json" "$secs" "$p" "$f" "$s"
   else
-    judge "$name" "$key" "$rc" "$json" $((SECONDS - t)) 0 1 0
+    judge "$name" "$key" "$rc" "$json" "$secs" 0 1 0
   fi
 }
 # log_run NAME MINKEY LOG -- command: runs it, tees LOG, judges it.
@@ -228,6 +237,30 @@ if want cri; then
     if [ -z "$bin" ] || [ ! -x "$bin/containerd" ]; then cannot_run "cri $c" "$c not built (scripts/install-tools.sh)"; continue; fi
     files=(test/cri); [ "$c" = containerd-2.3 ] && files=(test/cri/cri.test.ts test/cri/docs.test.ts)
     TSBLOCK_CRI_CONTAINERD=$bin vitest_run "cri $c (crictl; docs' snippets)" "cri-$c" "$OUT/cri-$c.json" -- "${files[@]}"
+  done
+fi
+
+if want faults; then
+  # test/faults through containerd 1.6 (Debian's) and 2.4, the two runs side by
+  # side (each has its own work dirs, registry port, sockets and loop devices;
+  # they wait on I/O and process starts more than on the CPU): the short forms
+  # (4 tsblock kills, 2 pull + 2 run containerd kills, both disk-full roots,
+  # both rootfs sizes, 3 corruptions). The long forms: scripts/reliability.sh --faults.
+  t=$SECONDS
+  declare -a FAULT_RUNS=()
+  for c in containerd-1.6 containerd-2.4; do
+    bin=$(tool_dir "$c")
+    if [ -z "$bin" ] || [ ! -x "$bin/containerd" ]; then cannot_run "faults $c" "$c not built (scripts/install-tools.sh)"; continue; fi
+    rm -f "$OUT/faults-$c.json" "$OUT/faults-$c.rc"
+    ( TSBLOCK_FAULTS_CONTAINERD=$bin node_modules/.bin/vitest run --reporter=default --reporter=json \
+        --outputFile.json="$OUT/faults-$c.json" test/faults >"$OUT/faults-$c.log" 2>&1
+      echo $? >"$OUT/faults-$c.rc" ) &
+    FAULT_RUNS+=("$c")
+  done
+  wait
+  for c in "${FAULT_RUNS[@]}"; do
+    echo "== faults $c =="; cat "$OUT/faults-$c.log"
+    vitest_judge "faults $c (kills, disk full, corruption)" "faults-$c" "$OUT/faults-$c.json" "$(cat "$OUT/faults-$c.rc" 2>/dev/null || echo 1)" $((SECONDS - t))
   done
 fi
 

@@ -13,6 +13,7 @@ export type ErrorCode =
   | 'unavailable'
   | 'resource-exhausted'
   | 'not-implemented'
+  | 'data-loss'
   | 'internal';
 
 const marker = Symbol.for('tsblock.error');
@@ -61,6 +62,11 @@ export class ResourceExhaustedError extends TsblockError {
 /** NotImplementedError: the backend does not support the operation. */
 export class NotImplementedError extends TsblockError {
   readonly code = 'not-implemented' as const;
+}
+
+/** DataLossError: stored data is damaged (e.g. an image's ext4 metadata checksums fail); the message says where. */
+export class DataLossError extends TsblockError {
+  readonly code = 'data-loss' as const;
 }
 
 /** InternalError: an invariant broke; the message says which. */

@@ -35,7 +35,7 @@ import { updatedLabels } from './update.js';
 import { Gate } from './gate.js';
 import { KeyLock } from './keylock.js';
 import { faultPoint } from '../base/faults.js';
-import { checkSpace, DEFAULT_MIN_FREE, guardOn, hasRoom, type MinFree } from './space.js';
+import { checkSpace, DEFAULT_MIN_FREE, guardOn, hasRoom, shortage, type MinFree } from './space.js';
 
 /** uncounted tells a committed row whose inodes its backend left to the first Usage. */
 const uncounted = (row: SnapshotRow): boolean => row.kind === Kind.Committed && row.inodes === INODES_UNCOUNTED;
@@ -171,6 +171,14 @@ export class CoreSnapshotter implements Snapshotter {
     validateLabels(opts?.labels);
     await this.gate.shared(() => this.locks.run([key, name], async () => {
       const row = this.store.read(() => this.checkCommit(name, key));
+      // Storage below the reserve at Commit means the snapshot's writes may
+      // have met ENOSPC underneath its filesystem (a layer applied into a
+      // loop-mounted image loses those writes silently: the applier, e.g.
+      // containerd's, never sees them). Such a snapshot is not committed:
+      // the caller (containerd's unpacker) removes it and fails the pull.
+      if (row.kind === Kind.Active && this.backend.freeSpace && guardOn(this.minFree)) {
+        await this.guardSpace(`cannot commit snapshot ${key} as ${name}: the storage ran below its reserve while it was written, so writes to it may have failed`);
+      }
       const snap = this.toBackend(row);
       const usage = await this.wrap(() => this.backend.commit(snap));
       const deferred = this.flushes.deferred;
@@ -322,10 +330,21 @@ export class CoreSnapshotter implements Snapshotter {
    * which space freed since only makes too low: it is read afresh before a
    * refusal, so a refusal is never stale.
    */
-  private async guardSpace(): Promise<void> {
+  private async guardSpace(refused?: string): Promise<void> {
     let space = await this.backend.freeSpace!();
     if (!hasRoom(space, this.minFree)) space = await this.backend.freeSpace!({ fresh: true });
-    checkSpace(space, this.minFree);
+    checkSpace(space, this.minFree, refused);
+  }
+
+  /**
+   * spaceShortage says, in words, why the storage is below its reserve
+   * (undefined when it is not, or when the guard is off): callers that saw a
+   * write fail use it to name the cause.
+   */
+  async spaceShortage(): Promise<string | undefined> {
+    if (!this.backend.freeSpace || !guardOn(this.minFree)) return undefined;
+    const why = shortage(await this.backend.freeSpace({ fresh: true }), this.minFree);
+    return why === undefined ? undefined : `the storage ran out of space: ${why}`;
   }
 
   private async undoCreate(snap: BackendSnapshot, cause: unknown): Promise<void> {

@@ -68,13 +68,22 @@ export function hasRoom(space: FreeSpace, min: MinFree): boolean {
   return threshold <= 0 || space.free >= threshold;
 }
 
-/** checkSpace throws ResourceExhaustedError when `space` has less than the reserve free. */
-export function checkSpace(space: FreeSpace, min: MinFree): void {
+/** shortage describes how `space` falls below the reserve, or is undefined when it keeps it. */
+export function shortage(space: FreeSpace, min: MinFree): string | undefined {
+  if (hasRoom(space, min)) return undefined;
+  return `${space.what} has ${formatSize(space.free)} free of ${formatSize(space.total)}, below the reserve of ${formatSize(thresholdBytes(min, space.total))} (--min-free)`;
+}
+
+/**
+ * checkSpace throws ResourceExhaustedError when `space` has less than the
+ * reserve free; `refused` says what is refused (default: a new snapshot).
+ */
+export function checkSpace(space: FreeSpace, min: MinFree, refused = 'not enough free space for a new snapshot'): void {
   if (hasRoom(space, min)) return;
   const threshold = thresholdBytes(min, space.total);
   spaceEvents.emit('low-space', { ...space, threshold } satisfies LowSpaceEvent);
   throw new ResourceExhaustedError(
-    `not enough free space for a new snapshot: ${space.what} has ${formatSize(space.free)} free of ${formatSize(space.total)}, ` +
+    `${refused}: ${space.what} has ${formatSize(space.free)} free of ${formatSize(space.total)}, ` +
       `below the reserve of ${formatSize(threshold)} (--min-free); free space or raise the storage`,
   );
 }

@@ -158,7 +158,7 @@ export async function listenDaemon(opts: ServeOptions, log: Logger, extras: Daem
       served = {
         snapshots: instrumentHandlers(snapshotsHandlers(sn, (rec) => ilog.warn(rec, 'rpc failed')), name, more.metrics, ilog),
         diff: instrumentHandlers(
-          diffHandlers({ blobDir: join(opts.root, 'content'), contentDirs: opts.contentDirs, mountParent: temp.dir }, (rec) => ilog.warn(rec, 'diff rpc failed')),
+          diffHandlers({ blobDir: join(opts.root, 'content'), contentDirs: opts.contentDirs, mountParent: temp.dir, spaceShortage: () => sn.spaceShortage() }, (rec) => ilog.warn(rec, 'diff rpc failed')),
           name,
           more.metrics,
           ilog,

@@ -24,7 +24,7 @@ import path from 'node:path';
 import { Transform } from 'node:stream';
 import * as grpc from '@grpc/grpc-js';
 import { assertDigest } from '../apply/chain.js';
-import { errorMessage, InvalidArgumentError, NotFoundError } from '../errdefs.js';
+import { errorMessage, InvalidArgumentError, isTsblockError, NotFoundError, ResourceExhaustedError } from '../errdefs.js';
 import { mountFromProto, type PbMount } from './convert.js';
 import { statusCode, toServiceError } from './status.js';
 import type { DiffHandlers } from '../proto/gen/containerd/services/diff/v1/Diff.js';
@@ -40,6 +40,13 @@ export interface DiffServiceOptions {
   contentDirs?: string[];
   /** mountParent is where temporary mount points are made. */
   mountParent?: string;
+  /**
+   * spaceShortage says why the snapshot storage is below its reserve
+   * (undefined when it is not): an Apply that fails then (ext4 in the image
+   * turned read-only, EIO) failed because the storage ran out under it, and
+   * is reported as RESOURCE_EXHAUSTED with that reason.
+   */
+  spaceShortage?: () => Promise<string | undefined>;
 }
 
 /** findBlob returns the path of digest in the first directory holding it. */
@@ -107,11 +114,18 @@ export function diffHandlers(o: DiffServiceOptions, log: (line: object) => void)
       // mismatch fails the Apply, and containerd removes the snapshot), and
       // the uncompressed stream against containerd.io/uncompressed if given.
       const uncompressed = desc.annotations?.['containerd.io/uncompressed'];
-      const res = await applyToMounts(mounts, verifiedStream(blob, desc.digest), {
-        mediaType: desc.media_type || undefined,
-        mountParent: o.mountParent,
-        expectedDiffId: typeof uncompressed === 'string' && uncompressed !== '' ? uncompressed : undefined,
-      });
+      let res: Awaited<ReturnType<typeof applyToMounts>>;
+      try {
+        res = await applyToMounts(mounts, verifiedStream(blob, desc.digest), {
+          mediaType: desc.media_type || undefined,
+          mountParent: o.mountParent,
+          expectedDiffId: typeof uncompressed === 'string' && uncompressed !== '' ? uncompressed : undefined,
+        });
+      } catch (err) {
+        const short = isTsblockError(err) ? undefined : await o.spaceShortage?.().catch(() => undefined);
+        if (short) throw new ResourceExhaustedError(`applying layer ${desc.digest} failed (${errorMessage(err)}) because ${short}`, { cause: err });
+        throw err;
+      }
       return { applied: { media_type: LAYER_TAR, digest: res.diffId, size: res.size, annotations: {} } };
     }),
     Diff: unary('Diff', async (req) => {

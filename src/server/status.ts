@@ -15,6 +15,7 @@ const codes: Record<ErrorCode, Status> = {
   unavailable: Status.UNAVAILABLE,
   'resource-exhausted': Status.RESOURCE_EXHAUSTED,
   'not-implemented': Status.UNIMPLEMENTED,
+  'data-loss': Status.DATA_LOSS,
   internal: Status.INTERNAL,
 };
 

@@ -9,7 +9,7 @@
 import Database from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { InternalError } from '../errdefs.js';
+import { InternalError, ResourceExhaustedError, errorMessage } from '../errdefs.js';
 import { migrate, type Migration } from './schema.js';
 
 /** metadataPath is where a root keeps its SQLite database. */
@@ -69,10 +69,23 @@ export class MetaStore {
     return this.readTx(fn) as T;
   }
 
-  /** write runs fn in one IMMEDIATE transaction: all of it commits, or none. */
+  /**
+   * write runs fn in one IMMEDIATE transaction: all of it commits, or none.
+   * A full filesystem under the metadata file (SQLITE_FULL; SQLITE_IOERR
+   * with ENOSPC underneath reports as the same) rolls it back and becomes a
+   * ResourceExhaustedError naming the file: new work is refused while reads
+   * keep being served.
+   */
   write<T>(fn: (tx: Tx) => T): T {
     this.assertOpen();
-    return this.writeTx(fn) as T;
+    try {
+      return this.writeTx(fn) as T;
+    } catch (err) {
+      if (isDiskFull(err)) {
+        throw new ResourceExhaustedError(`the filesystem holding the metadata file ${this.path} is full (${errorMessage(err)}): free space there; reads keep working`, { cause: err });
+      }
+      throw err;
+    }
   }
 
   close(): void {
@@ -84,4 +97,10 @@ export class MetaStore {
   private assertOpen(): void {
     if (this.closed) throw new InternalError('metadata store is closed');
   }
+}
+
+/** isDiskFull tells SQLite's "database or disk is full" (and a write I/O error that is ENOSPC). */
+function isDiskFull(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return code === 'SQLITE_FULL' || (typeof code === 'string' && code.startsWith('SQLITE_IOERR') && /ENOSPC|disk is full|No space/i.test(errorMessage(err)));
 }

@@ -22,7 +22,12 @@ export function loopsUnder(dir: string): string[] {
   for (const name of readdirSync('/sys/block')) {
     const f = `/sys/block/${name}/loop/backing_file`;
     if (!name.startsWith('loop') || !existsSync(f)) continue;
-    const backing = readFileSync(f, 'utf8').trim().replace(/ \(deleted\)$/, '');
+    let backing: string;
+    try {
+      backing = readFileSync(f, 'utf8').trim().replace(/ \(deleted\)$/, '');
+    } catch {
+      continue; // detached since the listing (another test's device)
+    }
     if (backing.startsWith(`${dir}/`)) out.push(`/dev/${name} -> ${backing}`);
   }
   return out;

@@ -63,3 +63,19 @@ describe('low-space guard with a cached reading', () => {
     await expect(sn.stat('a')).rejects.toMatchObject({ code: 'not-found' });
   });
 });
+
+describe('Commit below the reserve', () => {
+  it('refuses to commit a snapshot whose storage ran below the reserve while it was written, and keeps it active', async () => {
+    backend.cached = backend.actual = 50 * GiB;
+    await sn.prepare('a', '');
+    backend.cached = backend.actual = 1 * GiB; // the layer's writes filled the storage
+    await expect(sn.commit('c', 'a')).rejects.toMatchObject({ code: 'resource-exhausted', message: expect.stringMatching(/cannot commit snapshot a as c: the storage ran below its reserve.*test pool has 1\.0 GiB free/) });
+    expect((await sn.stat('a')).kind).toBe(2); // still active: the caller removes it
+    await expect(sn.stat('c')).rejects.toMatchObject({ code: 'not-found' });
+    expect(await sn.spaceShortage()).toMatch(/^the storage ran out of space: test pool has 1\.0 GiB free of 100 GiB, below the reserve of 10 GiB/);
+    backend.cached = backend.actual = 50 * GiB;
+    expect(await sn.spaceShortage()).toBeUndefined();
+    await sn.commit('c', 'a');
+    expect((await sn.stat('c')).kind).toBe(3);
+  });
+});

@@ -29,6 +29,8 @@ import { isErrno } from '../../sys/errno.js';
 import { canReflink, cloneOrCopy } from '../../sys/reflink.js';
 import { allocatedBytes, readExt4Usage, readExt4UsageFd } from '../../sys/fsinfo.js';
 import { makeExt4, runTool } from '../../sys/exec.js';
+import { ext4ImageDamage } from '../../sys/ext4check.js';
+import { DataLossError } from '../../errdefs.js';
 import { attachLoop, canonicalPath, detachLoop, listLoops, releaseLoop, type LoopDevice } from '../../sys/loop.js';
 import type { CoreLogger } from '../../base/log.js';
 import { faultPoint } from '../../base/faults.js';
@@ -132,8 +134,18 @@ export class BlockfileBackend implements Backend {
     // and a rename bought nothing on top, for a thread-pool round trip per
     // Prepare; `.tmp` files of older versions are still swept.)
     const dst = this.imagePath(snap.id);
+    const src = this.parentPath(snap);
+    // A clone of a damaged image inherits the damage: refuse it here, with
+    // where the damage is, rather than at a container's mount or later.
+    const damage = ext4ImageDamage(src);
+    if (damage !== undefined) {
+      throw new DataLossError(
+        `the image ${src} ${snap.parent ? `of parent snapshot id ${snap.parent.id}` : '(the base)'} is damaged: ${damage}; ` +
+          'remove the snapshots built on it and pull the image again ("tsblock doctor" lists damaged images)',
+      );
+    }
     await this.cfg.store?.ensureRoom();
-    const how = await cloneOrCopy(this.parentPath(snap), dst);
+    const how = await cloneOrCopy(src, dst);
     if (how === 'sparse-copy') this.warnCopy();
     faultPoint('blockfile:create:after-clone');
     try {

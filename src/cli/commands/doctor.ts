@@ -8,7 +8,9 @@ import { accessSync, closeSync, constants, existsSync, openSync, readFileSync } 
 import { delimiter, join } from 'node:path';
 import { release } from 'node:os';
 import type { InstanceConfig } from '../../config/index.js';
-import { noDmMessage, openReadOnly, poolSpace, rootSpace } from '../../inspect/inspect.js';
+import { listEntries, noDmMessage, openReadOnly, poolSpace, rootSpace } from '../../inspect/inspect.js';
+import { ext4ImageDamage } from '../../sys/ext4check.js';
+import { runTool, ToolError } from '../../sys/exec.js';
 import { canReflink } from '../../sys/reflink.js';
 import { XfsFileStore, storeExists } from '../../backends/blockfile/store.js';
 import { hasDirectImages } from '../../backends/blockfile/layout.js';
@@ -23,6 +25,8 @@ filesystem, mkfs tools, each snapshotter's socket, store and thin-pool, free
 space, and containerd's proxy_plugins entry; prints what to fix.
 
   --containerd-config FILE   containerd config to check (default /etc/containerd/config.toml)
+  --fsck                     also run "e2fsck -fn" (read-only) on every committed blockfile image:
+                             finds damage past the superblock and group descriptors (inode tables)
 ${CONFIG_HELP}`;
 
 /** Check is one doctor finding. */
@@ -35,7 +39,7 @@ export interface Check {
 
 /** doctorCommand runs every check. */
 export async function doctorCommand(argv: string[], io: Io = stdio): Promise<number> {
-  const p = parseVerb(argv, { 'containerd-config': { type: 'string' } }, io);
+  const p = parseVerb(argv, { 'containerd-config': { type: 'string' }, fsck: { type: 'boolean', default: false } }, io);
   const instances = selectInstances(p);
   const checks: Check[] = [];
   const needDm = instances.some((i) => i.backend === 'devmapper');
@@ -43,7 +47,7 @@ export async function doctorCommand(argv: string[], io: Io = stdio): Promise<num
   checks.push(loopCheck());
   checks.push(...(await dmChecks(needDm)));
   checks.push(toolsCheck());
-  for (const inst of instances) checks.push(...(await instanceChecks(inst)));
+  for (const inst of instances) checks.push(...(await instanceChecks(inst, p.values.fsck === true)));
   checks.push(containerdCheck(instances, p.values['containerd-config'] ?? '/etc/containerd/config.toml'));
   const failed = checks.some((c) => c.status === 'fail');
   if (p.values.json) {
@@ -55,6 +59,53 @@ export async function doctorCommand(argv: string[], io: Io = stdio): Promise<num
   if (fixes.length > 0) io.out(`\nto fix:\n${fixes.map((c) => `  - ${c.check}: ${c.fix}`).join('\n')}\n`);
   io.out(failed ? '\nsome checks failed\n' : '\nall required checks passed\n');
   return failed ? 1 : 0;
+}
+
+/**
+ * imageChecks verifies every blockfile image's ext4 superblock and group
+ * descriptor checksums (what Prepare checks before cloning a parent) and,
+ * with --fsck, runs e2fsck -fn on the committed ones (never written again,
+ * so a read-only check of them is exact even while the daemon runs).
+ */
+async function imageChecks(inst: InstanceConfig, n: string, fsck: boolean): Promise<Check> {
+  const check = `${n} images`;
+  let entries: { key: string; kind: string; storage: string }[];
+  try {
+    const store = openReadOnly(inst.root);
+    try {
+      entries = listEntries(inst, store).filter((e) => e.kind !== 'view');
+    } finally {
+      store.close();
+    }
+  } catch (err) {
+    return { check, status: 'warn', detail: `cannot list snapshots: ${errorMessage(err)}` };
+  }
+  const bad: string[] = [];
+  for (const e of entries) {
+    let damage: string | undefined;
+    try {
+      damage = ext4ImageDamage(e.storage);
+    } catch (err) {
+      damage = errorMessage(err);
+    }
+    if (damage === undefined && fsck && e.kind === 'committed') {
+      try {
+        await runTool('e2fsck', ['-fn', e.storage]);
+      } catch (err) {
+        const out = err instanceof ToolError ? err.stderr || err.message : errorMessage(err);
+        damage = `e2fsck -fn: ${out.split('\n').filter((l) => l.trim() && !/^e2fsck \d/.test(l)).slice(0, 2).join('; ') || 'errors'}`;
+      }
+    }
+    if (damage !== undefined) bad.push(`${e.key} (${e.storage}): ${damage}`);
+  }
+  const how = fsck ? 'superblock and group descriptor checksums, e2fsck -fn of committed images' : 'superblock and group descriptor checksums';
+  if (bad.length === 0) return { check, status: 'ok', detail: `${entries.length} image(s) sound (${how})` };
+  return {
+    check,
+    status: 'fail',
+    detail: `${bad.length} of ${entries.length} image(s) damaged: ${bad.slice(0, 5).join(' | ')}${bad.length > 5 ? ' | …' : ''}`,
+    fix: 'remove the damaged snapshots and those built on them (ctr images rm / tsblock rm) and pull the images again',
+  };
 }
 
 function isRoot(): Check {
@@ -155,7 +206,7 @@ function blockfileChecks(inst: InstanceConfig, n: string): Check[] {
   }];
 }
 
-async function instanceChecks(inst: InstanceConfig): Promise<Check[]> {
+async function instanceChecks(inst: InstanceConfig, fsck: boolean): Promise<Check[]> {
   const n = `[${inst.name}]`;
   const out: Check[] = [];
   if (!existsSync(inst.root)) {
@@ -190,6 +241,7 @@ async function instanceChecks(inst: InstanceConfig): Promise<Check[]> {
   } catch (err) {
     out.push({ check: `${n} store`, status: 'warn', detail: errorMessage(err) });
   }
+  if (inst.backend === 'blockfile') out.push(await imageChecks(inst, n, fsck));
   if (inst.backend === 'devmapper') {
     try {
       const p = await poolSpace(inst);

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { status as Status } from '@grpc/grpc-js';
 import {
   AlreadyExistsError,
+  DataLossError,
   FailedPreconditionError,
   InternalError,
   InvalidArgumentError,
@@ -22,6 +23,7 @@ describe('toServiceError', () => {
     ['unavailable', new UnavailableError('shutting down'), Status.UNAVAILABLE],
     ['resource-exhausted', new ResourceExhaustedError('pool full'), Status.RESOURCE_EXHAUSTED],
     ['not-implemented', new NotImplementedError('no diff'), Status.UNIMPLEMENTED],
+    ['data-loss', new DataLossError('image damaged'), Status.DATA_LOSS],
     ['internal', new InternalError('invariant broke'), Status.INTERNAL],
     ['a raw EBUSY (fs error)', Object.assign(new Error('EBUSY: resource busy or locked, rmdir'), { code: 'EBUSY' }), Status.FAILED_PRECONDITION],
     ['a raw ENOSPC', Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' }), Status.RESOURCE_EXHAUSTED],
