@@ -1,5 +1,5 @@
 // tsblock SIGKILLed in the middle of a pull, through a real containerd: a
-// fault point (src/core/faults.ts) armed in the daemon kills it at an exact
+// fault point (src/base/faults.ts) armed in the daemon kills it at an exact
 // step of one layer's Prepare, clone, Commit, flush (and on 2.x, where
 // tsblock is containerd's differ, of its Apply) of a multi-layer image pulled
 // from the local registry. Then, as systemd would, a new daemon starts on the
