@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { rootReason } from '../../helpers/env.js';
 import { TestClient, failure, grpc } from '../../helpers/client.js';
 import { leaksUnder } from '../../helpers/leaks.js';
+import { releaseStore } from '../../helpers/store.js';
 import { mountOne, releaseMount, type MountHandle } from '../../../src/sys/mount.js';
 import { checkSpace, guardOn, parseMinFree, spaceEvents, thresholdBytes, type LowSpaceEvent } from '../../../src/core/space.js';
 import { ServerProc, distReason, tail } from '../../helpers/server.js';
@@ -48,11 +49,11 @@ describe('low-space guard (pure)', () => {
 });
 
 describe.skipIf(reason)(`space on a real server${reason ? ` (skipped: ${reason})` : ''}`, () => {
-  const cleanups: (() => void)[] = [];
-  afterEach(() => {
+  const cleanups: (() => void | Promise<void>)[] = [];
+  afterEach(async () => {
     for (const f of cleanups.splice(0).reverse()) {
       try {
-        f();
+        await f();
       } catch {
         // keep releasing the rest
       }
@@ -79,7 +80,7 @@ describe.skipIf(reason)(`space on a real server${reason ? ` (skipped: ${reason})
       log,
       args: ['--min-free', '40%', '--log-level', 'info', '--metrics-address', `127.0.0.1:${port}`],
     });
-    cleanups.push(() => void proc.kill9());
+    cleanups.push(() => proc.kill9());
     expect(state, tail(log)).toBe('up');
     expect(tail(log, 200)).toMatch(/"minFree":"40%".*"msg":"low-space guard"/);
     const c = new TestClient(socket);
@@ -112,10 +113,12 @@ describe.skipIf(reason)(`space on a real server${reason ? ` (skipped: ${reason})
   it('keeps ENOSPC inside the volume that filled up', async () => {
     const dir = mkdtempSync('/var/tmp/tsblock-enospc-');
     cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    // a killed daemon leaves its store mounted (the next start adopts it): release it after the kill
+    cleanups.push(() => releaseStore(join(dir, 'root')));
     const socket = join(dir, 's.sock');
     const log = join(dir, 'serve.log');
     const { proc, state } = await ServerProc.start({ root: join(dir, 'root'), socket, log });
-    cleanups.push(() => void proc.kill9());
+    cleanups.push(() => proc.kill9());
     expect(state, tail(log)).toBe('up');
     const c = new TestClient(socket);
     cleanups.push(() => c.close());
