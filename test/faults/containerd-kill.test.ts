@@ -15,7 +15,7 @@
 
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { manyImage, type BuiltImage } from '../e2e/lib/images.js';
-import { LayerSums } from './lib/content.js';
+import { expectIntact, LayerSums } from './lib/content.js';
 import { figures } from './lib/figures.js';
 import { faultDescribe, LONG, named, Rig, SN, STEP } from './lib/rig.js';
 
@@ -61,13 +61,7 @@ faultDescribe('containerd SIGKILLed in the middle of a pull and of a ctr run', (
     expect(await rig.disagreement(), `${what}: containerd vs tsblock`).toEqual([]);
   };
 
-  const checkAll = async (what: string) => {
-    const list = await rig.snaps();
-    for (const c of img.chainIds) expect(named(list, c)?.kind, `${what}: ${c}`).toBe('committed');
-    expect(await rig.disagreement(), `${what}: containerd vs tsblock`).toEqual([]);
-    expect(rig.leaks(), `${what}: leaks`).toEqual([]);
-    expect(await sums.check(rig), `${what}: committed layers`).toEqual([]);
-  };
+  const checkAll = (what: string) => expectIntact(rig, img.chainIds, sums, what);
 
   it(`a clean pull of the ${LAYERS}-layer image gives the reference tree of every layer`, async () => {
     const r = await rig.pull(ref);

@@ -17,7 +17,8 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { execa } from 'execa';
-import type { Rig } from './rig.js';
+import { expect } from 'vitest';
+import { named, type Rig } from './rig.js';
 
 /** treeSum hashes the tree of an ext4 image mounted read-only at mnt (made and removed here). */
 export async function treeSum(image: string, mnt: string): Promise<{ sum: string; bytes: number }> {
@@ -81,4 +82,17 @@ export class LayerSums {
     }
     return bad;
   }
+}
+
+/**
+ * expectIntact is the check every fault case ends with: each of chainIds is
+ * a committed snapshot, containerd and tsblock agree, nothing is leaked, and
+ * every committed layer's tree is the one the reference pull recorded.
+ */
+export async function expectIntact(rig: Rig, chainIds: string[], sums: LayerSums, what: string): Promise<void> {
+  const list = await rig.snaps();
+  for (const c of chainIds) expect(named(list, c)?.kind, `${what}: ${c}`).toBe('committed');
+  expect(await rig.disagreement(), `${what}: containerd vs tsblock`).toEqual([]);
+  expect(rig.leaks(), `${what}: leaks`).toEqual([]);
+  expect(await sums.check(rig), `${what}: committed layers`).toEqual([]);
 }
