@@ -68,7 +68,7 @@ fi
 declare -A MIN=(
   [unit]=263 [integration]=150
   [conformance]=21
-  [e2e-containerd-1.6]=19 [e2e-containerd-2.3]=23 [e2e-containerd-2.4]=23 [cri-containerd-2.4]=81 [cri-containerd-2.3]=54 [faults-containerd-1.6]=25 [faults-containerd-2.4]=25 [quickstart]=11 [vmboot]=5
+  [e2e-containerd-1.6]=19 [e2e-containerd-2.3]=23 [e2e-containerd-2.4]=23 [cri-containerd-2.4]=90 [cri-containerd-2.3]=63 [faults-containerd-1.6]=25 [faults-containerd-2.4]=25 [quickstart]=11 [vmboot]=5
   [vm]=96 [vm-conformance]=21 [vm-e2e]=19
 )
 
@@ -229,13 +229,14 @@ fi
 
 if want cri; then
   # 2.4: the CRI flows (tsblock as image snapshotter; one runtime handler's
-  # snapshotter beside overlayfs; no unpack_config), docs/containerd.md's
-  # commands and `containerd config dump` of every snippet; 2.3: the flows
+  # snapshotter beside overlayfs; no unpack_config), tsblock restarted under
+  # a running pod (test/cri/restart.test.ts), docs/containerd.md's commands and
+  # `containerd config dump` of every snippet; 2.3: the flows, the restarts
   # and the docs' commands.
   for c in containerd-2.4 containerd-2.3; do
     bin=$(tool_dir "$c")
     if [ -z "$bin" ] || [ ! -x "$bin/containerd" ]; then cannot_run "cri $c" "$c not built (scripts/install-tools.sh)"; continue; fi
-    files=(test/cri); [ "$c" = containerd-2.3 ] && files=(test/cri/cri.test.ts test/cri/docs.test.ts)
+    files=(test/cri); [ "$c" = containerd-2.3 ] && files=(test/cri/cri.test.ts test/cri/restart.test.ts test/cri/docs.test.ts)
     TSBLOCK_CRI_CONTAINERD=$bin vitest_run "cri $c (crictl; docs' snippets)" "cri-$c" "$OUT/cri-$c.json" -- "${files[@]}"
   done
 fi

@@ -5,10 +5,12 @@
 // calls and close cleanly. Containers' mounts are containerd's, not ours:
 // shutdown leaves them alone (and never unmounts or detaches).
 //
-// Only what answering needs is imported statically (gRPC, the protos, the
-// socket code): the backends, the store (SQLite), FFI and metrics load after
-// the socket answers, so a restart answers containerd's handshake in the time
-// Node takes to start plus a few modules (docs/reliability.md).
+// Only what answering needs is imported statically (gRPC, the services'
+// method tables, the socket code): the protos (protobufjs, proto-loader and
+// the parsing of the .proto files), the backends, the store (SQLite), FFI and
+// metrics load after the socket answers, so a restart answers containerd's
+// handshake in the time Node takes to start plus grpc-js
+// (docs/reliability.md).
 
 import * as grpc from '@grpc/grpc-js';
 import { rmSync } from 'node:fs';
@@ -17,10 +19,10 @@ import type { Server as NetServer } from 'node:net';
 import type { Logger } from 'pino';
 import { isFdAddress, listenOnFd, passedFdFor, resolveFd, type PassedFd } from './activation.js';
 import type { BackendSettings } from '../backends/registry.js';
-import { loadDiffService, loadSnapshotsService } from '../proto/load.js';
+import { DIFF_METHODS, SNAPSHOTS_METHODS } from '../proto/methods.js';
 import { ensureSocketFree, listenUnix, shutdownServer } from '../server/listen.js';
 import { Inflight } from '../server/inflight.js';
-import { Gate } from '../server/gated.js';
+import { Gate, LazyService } from '../server/gated.js';
 import { errorMessage } from '../errdefs.js';
 import type { MetricsTarget, TsblockMetrics } from '../metrics/metrics.js';
 import type { InstanceConfig } from '../config/types.js';
@@ -97,11 +99,12 @@ export async function listenDaemon(opts: ServeOptions, log: Logger, extras: Daem
   });
   const gate = new Gate<Served>();
   const inflight = new Inflight();
-  const snapshotsDef = loadSnapshotsService();
-  const diffDef = loadDiffService();
-  server.addService(snapshotsDef, inflight.track(gate.handlers(snapshotsDef, (s) => s.snapshots)));
+  // Registered from their method tables; open() loads the protos that decode the held requests.
+  const snapshotsSvc = new LazyService(SNAPSHOTS_METHODS);
+  const diffSvc = new LazyService(DIFF_METHODS);
+  server.addService(snapshotsSvc.definition, inflight.track(gate.handlers(snapshotsSvc.definition, (s) => s.snapshots, snapshotsSvc)));
   // containerd.services.diff.v1.Diff for containerd ≥ 2 proxy differs (docs/applier.md).
-  server.addService(diffDef, inflight.track(gate.handlers(diffDef, (s) => s.diff)));
+  server.addService(diffSvc.definition, inflight.track(gate.handlers(diffSvc.definition, (s) => s.diff, diffSvc)));
   let acceptor: NetServer | undefined;
   try {
     if (activated) acceptor = await listenOnFd(server, fd);
@@ -141,7 +144,8 @@ export async function listenDaemon(opts: ServeOptions, log: Logger, extras: Daem
         ilog.warn({ ms: delay }, `${TEST_START_DELAY_ENV}: delaying start-up (tests only)`);
         await new Promise((r) => setTimeout(r, delay));
       }
-      const [{ openSnapshotter }, { sweepTempMounts }, { coreLogger }, { snapshotsHandlers }, { diffHandlers }, { instrumentHandlers }] = await Promise.all([
+      const [{ loadSnapshotsService, loadDiffService }, { openSnapshotter }, { sweepTempMounts }, { coreLogger }, { snapshotsHandlers }, { diffHandlers }, { instrumentHandlers }] = await Promise.all([
+        import('../proto/load.js'),
         import('./open.js'),
         import('./temp-mounts.js'),
         import('./log.js'),
@@ -150,6 +154,8 @@ export async function listenDaemon(opts: ServeOptions, log: Logger, extras: Daem
         import('../metrics/instrument.js'),
       ]);
       if (closing) throw new Error('stopped before the store was open');
+      snapshotsSvc.load(loadSnapshotsService());
+      diffSvc.load(loadDiffService());
       opened = await openSnapshotter(opts, coreLogger(ilog), { lockWaitMs: extras.lockWaitMs });
       const sn = opened.snapshotter;
       // Apply/Diff mount snapshots under <root>/mnt; a crash mid-apply left them mounted.

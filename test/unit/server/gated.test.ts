@@ -8,7 +8,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { Gate } from '../../../src/server/gated.js';
+import { Gate, type Decoder } from '../../../src/server/gated.js';
 
 const raw = { serialize: (b: Buffer) => b, deserialize: (b: Buffer) => b };
 const method = (name: string, responseStream: boolean) => ({
@@ -39,10 +39,10 @@ afterEach(() => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-async function serve(gate: Gate<string>): Promise<C> {
+async function serve(gate: Gate<string>, decoder?: Decoder): Promise<C> {
   dir = mkdtempSync(join(tmpdir(), 'tsblock-restart-gated-'));
   server = new grpc.Server();
-  server.addService(SERVICE, gate.handlers(SERVICE, handlers));
+  server.addService(SERVICE, gate.handlers(SERVICE, handlers, decoder));
   const addr = `unix://${join(dir, 's.sock')}`;
   await new Promise<void>((res, rej) => server!.bindAsync(addr, grpc.ServerCredentials.createInsecure(), (e) => (e ? rej(e) : res())));
   client = new Client(addr, grpc.credentials.createInsecure());
@@ -87,6 +87,29 @@ describe('gated handlers', () => {
       expect((e as grpc.ServiceError).code).toBe(grpc.status.UNAVAILABLE);
       expect((e as grpc.ServiceError).details).toBe('tsblock failed to start: root is locked');
     }
+  });
+
+  it('with a decoder, a held request is decoded once the gate opens; one that does not decode gets INTERNAL', async () => {
+    const seen: string[] = [];
+    const decoder: Decoder = {
+      decode: (method, req) => {
+        const text = (req as Buffer).toString();
+        if (text === 'bad') throw new Error('invalid wire type');
+        seen.push(method);
+        return Buffer.from(text.toUpperCase());
+      },
+    };
+    const gate = new Gate<string>();
+    const c = await serve(gate, decoder);
+    const calls = Promise.all([echo(c, 'a'), count(c, 2), echo(c, 'bad').catch((e: grpc.ServiceError) => e)]);
+    await new Promise((r) => setTimeout(r, 100));
+    expect(seen, 'nothing is decoded before the gate opens').toEqual([]);
+    gate.open('v');
+    const [a, n, bad] = await calls;
+    expect([a, n]).toEqual(['v A', ['v0', 'v1']]);
+    expect((bad as grpc.ServiceError).code).toBe(grpc.status.INTERNAL);
+    expect((bad as grpc.ServiceError).details).toBe('Error deserializing request: invalid wire type');
+    expect(seen.sort()).toEqual(['Count', 'Echo']);
   });
 
   it('only the first open or fail counts', async () => {
