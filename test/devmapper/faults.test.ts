@@ -10,12 +10,14 @@
 //    committed before is intact (tree sums), containerd and tsblock agree,
 //    nothing leaks; once an image is removed and collected the same pull
 //    succeeds and the big file is whole.
-// 2. A corrupted thin device: one byte flipped in a committed layer's ext4
-//    superblock or group descriptor, on its thin device. The container's
-//    Prepare fails with DATA_LOSS naming the parent snapshot (tsblock checks
-//    the ext4 checksums on the new child device, which holds exactly its
-//    parent's blocks), no kernel oops; `tsblock doctor` reports the damaged
-//    device; removing the image and pulling again makes the same run work.
+// 2. Corrupted thin devices: in a fresh two-layer image one byte flipped in
+//    the top layer's ext4 superblock and one in the bottom layer's group
+//    descriptor 0, on their thin devices. The container's Prepare (ctr run)
+//    and a direct Prepare on the bottom layer fail with DATA_LOSS naming the
+//    parent snapshot and the field (tsblock checks the ext4 checksums on the
+//    new child device, which holds exactly its parent's blocks), no kernel
+//    oops; `tsblock doctor` reports both devices; removing the image and
+//    pulling again makes the same run work.
 // The rig is torn down in the last test: no dm device, mount or loop left.
 //
 //   TSBLOCK_VM_STAGES=vitest TSBLOCK_VM_TESTS=test/devmapper/faults.test.ts \
@@ -33,10 +35,11 @@ import { figures } from '../faults/lib/figures.js';
 import { faultDescribe, named, Rig, SN, STEP } from '../faults/lib/rig.js';
 
 const MiB = 1024 ** 2;
-/** The pool: 128 MiB of data under 128 MiB devices; the filler's and the big layer's data do not fit together. */
-const POOL = ['--data-size', '128M', '--base-size', '128M'];
-const FILLER = 44 * MiB;
-const BIG = 76 * MiB;
+/** The pool: 64 MiB of data (the smallest) under 64 MiB devices; the filler's and the big layer's data do not fit together. */
+const POOL = ['--data-size', '64M', '--base-size', '64M'];
+const POOL_MIB = 64;
+const FILLER = 24 * MiB;
+const BIG = 40 * MiB;
 const DRY = /ran out of data space|ran below its reserve|no space left|not enough free space/i;
 
 /** withFile is `base` plus one uncompressed layer holding `bytes` random bytes at /<name>. */
@@ -56,7 +59,8 @@ faultDescribe(
     let hello: BuiltImage;
     let filler: BuiltImage;
     let big: BuiltImage;
-    const ref = { hello: '', filler: '', big: '' };
+    let two: BuiltImage;
+    const ref = { hello: '', filler: '', big: '', two: '' };
     const seen: Record<string, string> = {};
     const ms: Record<string, number> = {};
     const taintedBefore = oopsed();
@@ -66,10 +70,12 @@ faultDescribe(
       hello = await helloImage({ ref: 'docker.io/library/faults-dm-hello:latest' });
       filler = await withFile(hello, 'docker.io/library/faults-dm-filler:latest', 'filler', FILLER);
       big = await withFile(hello, 'docker.io/library/faults-dm-big:latest', 'big', BIG);
+      two = await withFile(hello, 'docker.io/library/faults-dm-two:latest', 'small', 4096);
       await rig.up();
       ref.hello = await rig.registry!.push(hello);
       ref.filler = await rig.registry!.push(filler);
       ref.big = await rig.registry!.push(big);
+      ref.two = await rig.registry!.push(two);
     }, STEP);
 
     afterAll(async () => {
@@ -90,7 +96,7 @@ faultDescribe(
       }
       expect(await sums.check(rig)).toEqual([]);
       expect(sums.first.size).toBe(filler.chainIds.length);
-      console.log(`pool: ${usedMiB()} MiB of 128 used before the big pull`);
+      console.log(`pool: ${usedMiB()} MiB of ${POOL_MIB} used before the big pull`);
     }, STEP);
 
     it(`a pull whose ${BIG / MiB} MiB layer does not fit fails: tsblock answers RESOURCE_EXHAUSTED naming the pool, ctr prints it`, async () => {
@@ -122,7 +128,7 @@ faultDescribe(
       const r = await rig.pull(ref.big);
       ms.pullAfterFree = r.ms;
       expect(r.ok, r.out).toBe(true);
-      console.log(`pool: ${usedMiB()} MiB of 128 used after the big pull`);
+      console.log(`pool: ${usedMiB()} MiB of ${POOL_MIB} used after the big pull`);
       const want = createHash('sha256').update(big.layers[big.layers.length - 1]!.blob.subarray(512, 512 + BIG)).digest('hex');
       const run = await rig.ctr(['run', '--rm', '--snapshotter', SN, ref.big, 'faults-dm-big', '/bin/sha256sum', '/big']);
       expect(run.stdout.split(/\s+/)[0]).toBe(want);
@@ -143,53 +149,68 @@ faultDescribe(
       return c!;
     };
 
-    for (const what of ['superblock', 'group descriptor'] as const) {
-      it(`a flipped byte in a layer's ${what} on its thin device: the container's Prepare fails with DATA_LOSS naming it, doctor reports it, a re-pull fixes it`, async () => {
-        const p = await rig.pull(ref.hello);
-        expect(p.ok, p.out).toBe(true);
-        expect(await sums.check(rig)).toEqual([]);
-        const layer = named(await rig.snaps(), hello.chainId)!;
-        expect((await doctor()).status, 'doctor before the damage').toBe('ok');
-        await rig.withStorage(layer, (dev) => flip(dev, where(dev, what)), { writable: true });
+    it("flipped bytes on two layers' thin devices (the top one's superblock, the bottom one's group descriptor): the container's Prepare and a direct Prepare fail with DATA_LOSS naming each, doctor reports both, a re-pull fixes it", async () => {
+      // A fresh image: neither layer has had a second child, so no warm
+      // spare (made from an undamaged layer before the flip) is taken.
+      const p = await rig.pull(ref.two);
+      expect(p.ok, p.out).toBe(true);
+      expect(await sums.check(rig)).toEqual([]);
+      const list = await rig.snaps();
+      const top = named(list, two.chainIds[1]!)!;
+      const bottom = named(list, two.chainIds[0]!)!;
+      await rig.withStorage(top, (dev) => flip(dev, where(dev, 'superblock')), { writable: true });
+      await rig.withStorage(bottom, (dev) => flip(dev, where(dev, 'group descriptor')), { writable: true });
+      const from = rig.logSize();
 
-        const id = `faults-dm-${what.replace(' ', '-')}`;
-        const from = rig.logSize();
-        const t0 = Date.now();
-        const run = await rig.ctr(['run', '--rm', '--snapshotter', SN, ref.hello, id, '/bin/cat', '/etc/hello']).then(
-          (r) => `ran: ${r.stdout}`,
-          (e: Error) => e.message,
-        );
-        ms[`run-${what}`] = Date.now() - t0;
-        seen[what] = run.split('\n').filter((l) => /damaged/.test(l)).slice(-1)[0]?.slice(-500) ?? run.slice(-500);
-        console.log(`${what}: ${seen[what]}`);
-        expect(run, 'the container did not run on a damaged layer').not.toMatch(/^ran: /);
-        expect(run).toMatch(new RegExp(`parent snapshot \\S*${hello.chainId}: the thin device of parent snapshot id \\d+ \\(\\S+\\) is damaged: ${what}( \\d+)?: checksum`));
-        expect(await rig.waitLog(/"op":"Prepare".*"code":"DATA_LOSS"/, 1, from, 10_000), 'tsblock logged Prepare DATA_LOSS').toBe(true);
-        expect(oopsed(), 'no kernel oops').toBe(taintedBefore);
-        await rig.removeContainer(id);
-        const d = await doctor();
-        seen[`doctor-${what}`] = d.detail.slice(0, 400);
-        expect(d.status, `doctor: ${d.detail}`).toBe('fail');
-        expect(d.detail).toContain(hello.chainId);
-        expect(d.detail).toContain(`${what}`);
+      // The container's Prepare on the top layer.
+      const id = 'faults-dm-damaged';
+      let t0 = Date.now();
+      const run = await rig.ctr(['run', '--rm', '--snapshotter', SN, ref.two, id, '/bin/cat', '/etc/hello']).then(
+        (r) => `ran: ${r.stdout}`,
+        (e: Error) => e.message,
+      );
+      ms.runDamaged = Date.now() - t0;
+      seen.superblock = run.split('\n').filter((l) => /damaged/.test(l)).slice(-1)[0]?.slice(-500) ?? run.slice(-500);
+      console.log(`superblock (${ms.runDamaged} ms): ${seen.superblock}`);
+      expect(run, 'the container did not run on a damaged layer').not.toMatch(/^ran: /);
+      expect(run).toMatch(new RegExp(`parent snapshot \\S*${two.chainIds[1]}: the thin device of parent snapshot id \\d+ \\(\\S+\\) is damaged: superblock: checksum`));
+      await rig.removeContainer(id);
 
-        // The damaged layer goes with its image; a new pull and the same run work.
-        await rig.removeImages();
-        await rig.gc();
-        expect((await rig.snaps()).map((s) => `${s.kind} ${s.key}`)).toEqual([]);
-        sums.first.clear();
-        const again = await rig.pull(ref.hello);
-        expect(again.ok, again.out).toBe(true);
-        const r = await rig.ctr(['run', '--rm', '--snapshotter', SN, ref.hello, id, '/bin/cat', '/etc/hello']);
-        expect(r.stdout.trim()).toBe('hello from the image layer');
-        await rig.gc();
-        expect((await rig.snaps()).filter((s) => s.kind === 'active')).toEqual([]);
-        expect((await doctor()).status).toBe('ok');
-        await expectIntact(rig, hello.chainIds, sums, `after the ${what} case`);
-        await rig.removeImages();
-        await rig.gc();
-      }, STEP);
-    }
+      // A direct Prepare on the bottom layer.
+      t0 = Date.now();
+      const prep = await rig.ctr(['snapshots', '--snapshotter', SN, 'prepare', 'faults-dm-direct', two.chainIds[0]!]).then(() => 'prepared', (e: Error) => e.message);
+      ms.prepareDamaged = Date.now() - t0;
+      seen['group descriptor'] = prep.slice(-500);
+      console.log(`group descriptor (${ms.prepareDamaged} ms): ${seen['group descriptor']}`);
+      expect(prep).toMatch(new RegExp(`parent snapshot \\S*${two.chainIds[0]}: the thin device of parent snapshot id \\d+ \\(\\S+\\) is damaged: group descriptor 0: checksum`));
+      expect(await rig.waitLog(/"op":"Prepare".*"code":"DATA_LOSS"/, 2, from, 10_000), 'tsblock logged 2 Prepare DATA_LOSS').toBe(true);
+      expect(oopsed(), 'no kernel oops').toBe(taintedBefore);
+
+      const d = await doctor();
+      seen.doctor = d.detail.slice(0, 600);
+      console.log(`doctor: ${d.status}: ${d.detail}`);
+      expect(d.status, `doctor: ${d.detail}`).toBe('fail');
+      expect(d.detail).toMatch(/^2 of \d+ device\(s\) damaged/);
+      expect(d.detail).toContain(`${two.chainIds[1]} (`);
+      expect(d.detail).toContain(`${two.chainIds[0]} (`);
+      expect(d.detail).toMatch(/superblock: checksum/);
+      expect(d.detail).toMatch(/group descriptor 0: checksum/);
+
+      // The damaged layers go with their image; a new pull and the same run work.
+      await rig.removeImages();
+      await rig.gc();
+      expect((await rig.snaps()).map((s) => `${s.kind} ${s.key}`)).toEqual([]);
+      sums.first.clear();
+      const again = await rig.pull(ref.two);
+      expect(again.ok, again.out).toBe(true);
+      const r = await rig.ctr(['run', '--rm', '--snapshotter', SN, ref.two, id, '/bin/cat', '/etc/hello']);
+      expect(r.stdout.trim()).toBe('hello from the image layer');
+      await rig.gc();
+      expect((await rig.snaps()).filter((s) => s.kind === 'active')).toEqual([]);
+      const ok = await doctor();
+      expect(ok.status, ok.detail).toBe('ok');
+      await expectIntact(rig, two.chainIds, sums, 'after the re-pull');
+    }, STEP);
 
     it('teardown leaves no dm device, mount or loop device of the rig', async () => {
       down = true;

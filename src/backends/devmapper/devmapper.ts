@@ -356,7 +356,7 @@ export class DevmapperBackend implements Backend {
    * metadata without activating the parent. A child of a damaged layer would
    * inherit the damage and fail, or worse, at a container's mount: it is
    * refused here with DATA_LOSS naming the parent (two reads of the first
-   * blocks, ~0.1 ms; docs/reliability.md).
+   * blocks; docs/reliability.md).
    */
   private checkInherited(snap: BackendSnapshot, name: string): void {
     let damage: string | undefined;
