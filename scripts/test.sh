@@ -69,7 +69,7 @@ declare -A MIN=(
   [unit]=269 [integration]=150
   [conformance]=21
   [e2e-containerd-1.6]=19 [e2e-containerd-2.3]=23 [e2e-containerd-2.4]=23 [cri-containerd-2.4]=90 [cri-containerd-2.3]=69 [faults-containerd-1.6]=25 [faults-containerd-2.4]=25 [quickstart]=11 [vmboot]=5
-  [vm]=96 [vm-conformance]=21 [vm-e2e]=19
+  [vm]=102 [vm-conformance]=21 [vm-e2e]=19
 )
 
 mkdir -p "$OUT"

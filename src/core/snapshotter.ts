@@ -15,6 +15,7 @@
 import type { Backend, BackendSnapshot, CleanupReport } from './backend.js';
 import {
   AlreadyExistsError,
+  DataLossError,
   FailedPreconditionError,
   InvalidArgumentError,
   NotFoundError,
@@ -319,6 +320,8 @@ export class CoreSnapshotter implements Snapshotter {
         return await this.wrap(() => this.backend.mounts(snap));
       } catch (err) {
         await this.undoCreate(snap, err);
+        // A damaged parent (backends name it by id): say which snapshot it is.
+        if (err instanceof DataLossError && parent !== '') throw new DataLossError(`parent snapshot ${parent}: ${err.message}`, { cause: err });
         throw err;
       }
     }));

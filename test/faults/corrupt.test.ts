@@ -13,51 +13,13 @@
 //   sudo npx vitest run test/faults/corrupt.test.ts
 //   env: TSBLOCK_FAULTS_CONTAINERD=BIN_DIR
 
-import fs from 'node:fs';
 import { execa } from 'execa';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { helloImage, type BuiltImage } from '../e2e/lib/images.js';
 import { LayerSums } from './lib/content.js';
 import { figures } from './lib/figures.js';
+import { flip, oopsed, where } from './lib/damage.js';
 import { faultDescribe, named, Rig, SN, STEP } from './lib/rig.js';
-
-/** where returns the byte offset to flip in an ext4 image for each kind of damage. */
-function where(image: string, what: 'superblock' | 'group descriptor' | 'inode table'): number {
-  const fd = fs.openSync(image, 'r');
-  try {
-    const sb = Buffer.alloc(1024);
-    fs.readSync(fd, sb, 0, 1024, 1024);
-    const bs = 1024 << sb.readUInt32LE(0x18);
-    const gdt = (sb.readUInt32LE(0x14) + 1) * bs;
-    if (what === 'superblock') return 1024 + 0x78; // s_volume_name[0]: covered by the checksum, harmless otherwise
-    if (what === 'group descriptor') return gdt + 0x0c; // group 0's bg_free_blocks_count_lo
-    const d = Buffer.alloc(64);
-    fs.readSync(fd, d, 0, 64, gdt);
-    const is64 = (sb.readUInt32LE(0x60) & 0x80) !== 0 && sb.readUInt16LE(0xfe) >= 64;
-    const table = d.readUInt32LE(0x08) + (is64 ? d.readUInt32LE(0x28) * 2 ** 32 : 0);
-    return table * bs + sb.readUInt16LE(0x58) + 0x10; // inode 2 (the root directory): i_mtime
-  } finally {
-    fs.closeSync(fd);
-  }
-}
-
-function flip(image: string, at: number): void {
-  const fd = fs.openSync(image, 'r+');
-  try {
-    const b = Buffer.alloc(1);
-    fs.readSync(fd, b, 0, 1, at);
-    b[0]! ^= 0x5a;
-    fs.writeSync(fd, b, 0, 1, at);
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
-}
-
-/** oopsed tells whether the kernel taint flag D (an oops or BUG happened) is set. */
-function oopsed(): boolean {
-  return (Number(fs.readFileSync('/proc/sys/kernel/tainted', 'utf8').trim()) & 128) !== 0;
-}
 
 faultDescribe('a corrupted image file', (bins) => {
   const rig = new Rig('corrupt', bins);

@@ -29,10 +29,11 @@ import type { Mount } from '../../snapshots/mount.js';
 import type { MetaStore, Tx } from '../../storage/metastore.js';
 import type { CoreLogger } from '../../base/log.js';
 import { activate, devicePath, listDevices, removeDevice } from '../../sys/dm.js';
-import { createSnapAsync, createThin, thinTable } from '../../sys/dm-thin.js';
+import { createSnapAsync, createThin, poolStatus, thinTable } from '../../sys/dm-thin.js';
 import type { FreeSpace } from '../../core/backend.js';
 import { makeExt4, runTool } from '../../sys/exec.js';
-import { AlreadyExistsError, FailedPreconditionError, NotFoundError, UnavailableError, errorMessage } from '../../errdefs.js';
+import { ext4ImageDamage } from '../../sys/ext4check.js';
+import { AlreadyExistsError, DataLossError, FailedPreconditionError, NotFoundError, ResourceExhaustedError, UnavailableError, errorMessage } from '../../errdefs.js';
 import { poolNameOf, validate, type DevmapperConfig } from './config.js';
 import { faultPoint } from '../../base/faults.js';
 import { PoolSpace, closeOwnedPool, openPool, type PoolHandle } from './pool.js';
@@ -134,6 +135,8 @@ export class DevmapperBackend implements Backend {
     if (!readOnly) {
       const taken = await this.spares.take(originId, snap.id, snap.sizeBytes ?? 0, name);
       if (taken) {
+        // On a throw the core's undo (destroy) releases the taken device.
+        if (taken.active) this.checkInherited(snap, name);
         if (taken.active) this.fresh.set(snap.id, taken.row);
         this.spares.used(originId, true);
         return;
@@ -160,6 +163,8 @@ export class DevmapperBackend implements Backend {
       if (!(err instanceof AlreadyExistsError)) throw err;
       await this.thin.activateRow(row);
     }
+    // On a throw the core's undo (destroy) releases the new device and its row.
+    this.checkInherited(snap, name);
     if (row.size > origin!.size) {
       // The new device is bigger than its origin: grow the filesystem to fill it.
       await runTool('resize2fs', ['-f', devicePath(name)]);
@@ -188,6 +193,7 @@ export class DevmapperBackend implements Backend {
     const name = this.deviceName(snap.id);
     await this.thin.activateRow(row);
     const measured = this.thin.measure(name);
+    this.refuseIfDry(snap);
     faultPoint('devmapper:commit:before-deactivate');
     // Deactivate: a committed device is never written again, and an inactive
     // origin needs no suspend when children are snapshotted from it. A
@@ -324,6 +330,49 @@ export class DevmapperBackend implements Backend {
   }
 
   // ---- internals ------------------------------------------------------------
+
+  /**
+   * refuseIfDry refuses a Commit while the pool is out of data space
+   * (error_if_no_space): writes to the snapshot may have failed underneath
+   * its filesystem, in writeback after the writer was told they succeeded
+   * (a layer applied by containerd, then unmounted: nobody saw the error),
+   * so its content may be incomplete and must not become a layer. The pool
+   * leaves that mode by itself once blocks are freed. One status ioctl
+   * (noflush).
+   */
+  private refuseIfDry(snap: BackendSnapshot): void {
+    const st = poolStatus(this.poolName, { noflush: true });
+    if (st.mode !== 'out_of_data_space') return;
+    throw new ResourceExhaustedError(
+      `thin-pool ${this.poolName} ran out of data space (${st.usedDataBlocks}/${st.totalDataBlocks} blocks used) while snapshot id ${snap.id} was written: ` +
+        'writes to it failed, so it is not committed; free space (remove images, then let containerd collect garbage) or grow the pool, then try again',
+    );
+  }
+
+  /**
+   * checkInherited verifies the ext4 superblock and group descriptor
+   * checksums (sys/ext4check.ts) on the new, just activated device: a thin
+   * snapshot holds exactly its origin's blocks, so this reads the parent's
+   * metadata without activating the parent. A child of a damaged layer would
+   * inherit the damage and fail, or worse, at a container's mount: it is
+   * refused here with DATA_LOSS naming the parent (two reads of the first
+   * blocks; docs/reliability.md).
+   */
+  private checkInherited(snap: BackendSnapshot, name: string): void {
+    let damage: string | undefined;
+    try {
+      damage = ext4ImageDamage(devicePath(name));
+    } catch (err) {
+      damage = `unreadable: ${errorMessage(err)}`;
+    }
+    if (damage === undefined) return;
+    const what = snap.parent
+      ? `the thin device of parent snapshot id ${snap.parent.id} (${this.deviceName(snap.parent.id)})`
+      : `the base thin device (${this.deviceName(BASE_SNAPSHOT_ID)})`;
+    throw new DataLossError(
+      `${what} is damaged: ${damage}; remove the snapshots built on it and pull the image again ("tsblock doctor" lists damaged devices)`,
+    );
+  }
 
   private get poolPath(): string {
     if (!this.pool) throw new UnavailableError('devmapper backend is not initialised');

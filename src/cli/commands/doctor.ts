@@ -8,7 +8,7 @@ import { accessSync, closeSync, constants, existsSync, openSync, readFileSync } 
 import { delimiter, join } from 'node:path';
 import { release } from 'node:os';
 import type { InstanceConfig } from '../../config/index.js';
-import { listEntries, noDmMessage, openReadOnly, poolSpace, rootSpace } from '../../inspect/inspect.js';
+import { devmapperPoolName, listEntries, noDmMessage, openReadOnly, poolSpace, rootSpace } from '../../inspect/inspect.js';
 import { ext4ImageDamage } from '../../sys/ext4check.js';
 import { runTool, ToolError } from '../../sys/exec.js';
 import { canReflink } from '../../sys/reflink.js';
@@ -104,6 +104,67 @@ async function imageChecks(inst: InstanceConfig, n: string, fsck: boolean): Prom
     check,
     status: 'fail',
     detail: `${bad.length} of ${entries.length} image(s) damaged: ${bad.slice(0, 5).join(' | ')}${bad.length > 5 ? ' | …' : ''}`,
+    fix: 'remove the damaged snapshots and those built on them (ctr images rm / tsblock rm) and pull the images again',
+  };
+}
+
+/**
+ * thinDeviceChecks verifies the ext4 superblock and group descriptor
+ * checksums of every committed devmapper snapshot (what Prepare checks on a
+ * child's device). A committed device is usually inactive: it is activated
+ * read-only under a name of doctor's own (<pool>-doctor-<id>) for the two
+ * reads and removed again; a committed device is never written, so a
+ * read-only activation beside the daemon changes nothing it relies on.
+ */
+async function thinDeviceChecks(inst: InstanceConfig, n: string): Promise<Check> {
+  const check = `${n} images`;
+  const dm = await import('../../sys/dm.js');
+  const thin = await import('../../sys/dm-thin.js');
+  if (!dm.dmAvailable()) return { check, status: 'skip', detail: noDmMessage() };
+  const pool = devmapperPoolName(inst);
+  if (!dm.deviceInfo(pool)) return { check, status: 'skip', detail: `thin-pool ${pool} is not active (the daemon activates it)` };
+  let entries: { key: string; id: number; thinId: number; size: number }[];
+  try {
+    const store = openReadOnly(inst.root);
+    try {
+      const rows = store.read((tx) => tx.prepare("SELECT snapshot_id AS id, thin_id AS thinId, size FROM dm_devices WHERE state = 'ready'").all() as { id: number; thinId: number; size: number }[]);
+      const byId = new Map(rows.map((r) => [r.id, r]));
+      entries = listEntries(inst, store)
+        .filter((e) => e.kind === 'committed' && byId.has(e.id))
+        .map((e) => ({ key: e.key, ...byId.get(e.id)! }));
+    } finally {
+      store.close();
+    }
+  } catch (err) {
+    return { check, status: 'warn', detail: `cannot list snapshots: ${errorMessage(err)}` };
+  }
+  const bad: string[] = [];
+  for (const e of entries) {
+    const own = `${pool}-snap-${e.id}`;
+    let name = own;
+    let damage: string | undefined;
+    try {
+      if (!dm.deviceInfo(own)?.activeTable) {
+        name = `${pool}-doctor-${e.id}`;
+        if (dm.deviceInfo(name)) await dm.removeDevice(name);
+        dm.activate(name, [thin.thinTable(dm.devicePath(pool), e.thinId, e.size / 512)], { readOnly: true });
+      }
+      try {
+        damage = ext4ImageDamage(dm.devicePath(name));
+      } finally {
+        if (name !== own) await dm.removeDevice(name, { tries: 3 });
+      }
+    } catch (err) {
+      damage = `cannot read: ${errorMessage(err)}`;
+    }
+    if (damage !== undefined) bad.push(`${e.key} (${own}, thin id ${e.thinId}): ${damage}`);
+  }
+  const how = 'superblock and group descriptor checksums of committed thin devices';
+  if (bad.length === 0) return { check, status: 'ok', detail: `${entries.length} device(s) sound (${how})` };
+  return {
+    check,
+    status: 'fail',
+    detail: `${bad.length} of ${entries.length} device(s) damaged: ${bad.slice(0, 5).join(' | ')}${bad.length > 5 ? ' | …' : ''}`,
     fix: 'remove the damaged snapshots and those built on them (ctr images rm / tsblock rm) and pull the images again',
   };
 }
@@ -243,6 +304,7 @@ async function instanceChecks(inst: InstanceConfig, fsck: boolean): Promise<Chec
   }
   if (inst.backend === 'blockfile') out.push(await imageChecks(inst, n, fsck));
   if (inst.backend === 'devmapper') {
+    out.push(await thinDeviceChecks(inst, n));
     try {
       const p = await poolSpace(inst);
       const pct = p.dataTotalBytes === 0 ? 0 : (100 * p.dataUsedBytes) / p.dataTotalBytes;

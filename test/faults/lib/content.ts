@@ -1,6 +1,7 @@
 /**
  * content checks what committed layers hold: each committed snapshot's image
- * is mounted read-only (`ro,noload`, so nothing is replayed or written) on a
+ * (its image, or its thin device: Rig.withStorage) is mounted read-only
+ * (`ro,noload`, so nothing is replayed or written) on a
  * directory of the test's, its whole tree is hashed (path, type, mode,
  * owner, size, file bytes, link targets) and it is unmounted again.
  *
@@ -23,7 +24,9 @@ import { named, type Rig } from './rig.js';
 /** treeSum hashes the tree of an ext4 image mounted read-only at mnt (made and removed here). */
 export async function treeSum(image: string, mnt: string): Promise<{ sum: string; bytes: number }> {
   fs.mkdirSync(mnt, { recursive: true });
-  const m = await execa('mount', ['-t', 'ext4', '-o', 'loop,ro,noload', image, mnt], { reject: false });
+  // An image file through a loop device; a thin device (devmapper) as it is.
+  const opts = fs.statSync(image).isBlockDevice() ? 'ro,noload' : 'loop,ro,noload';
+  const m = await execa('mount', ['-t', 'ext4', '-o', opts, image, mnt], { reject: false });
   if (m.exitCode !== 0) throw new Error(`mount ${image}: ${m.stderr.trim()}`);
   try {
     const h = createHash('sha256');
@@ -68,7 +71,7 @@ export class LayerSums {
       const name = s.key.replace(/^[^/]+\/\d+\//, '');
       let sum: string;
       try {
-        const r = await treeSum(s.storage, mnt);
+        const r = await rig.withStorage(s, (dev) => treeSum(dev, mnt));
         sum = r.sum;
         this.bytes += r.bytes;
         this.layers++;

@@ -15,6 +15,12 @@
  *
  * `root` puts tsblock's root (and containerd's) on a filesystem the test
  * made, e.g. a small loop-backed ext4 or XFS for the disk-full cases.
+ * `backend: 'devmapper'` (where device-mapper exists: the VM) runs tsblock
+ * on its own loop-backed thin-pool under the work dir (serveArgs size it);
+ * `withStorage(snap, fn)` then hands fn a device node for a committed
+ * snapshot (activated read-only, or writable for the corruption cases,
+ * under a name of the test's own, with dmsetup: test tooling) and removes
+ * it again; `dmLeaks()` lists the pool's devices left after `down()`.
  */
 
 import type { ChildProcess } from 'node:child_process';
@@ -23,6 +29,9 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, it } from 'vitest';
 import { execa } from 'execa';
+import Database from 'better-sqlite3';
+import { defaultOwnedPoolName } from '../../../src/backends/devmapper/config.js';
+import { dmAvailable } from '../../../src/sys/dm.js';
 import { hasLoop, isRoot, requireAll } from '../../helpers/env.js';
 import { leaksUnder } from '../../helpers/leaks.js';
 import { containerdBins, containerdConfig, PrivateContainerd, runcMissing, type ContainerdBins } from '../../e2e/lib/containerd.js';
@@ -42,9 +51,11 @@ export const STEP = LONG ? 3_600_000 : 900_000;
 export const ANCHOR = 'faults-anchor';
 
 /** faultPrereqs says what is missing for the fault tests, or gives the containerd to use. */
-export function faultPrereqs(): { bins?: ContainerdBins; reason?: string } {
+export function faultPrereqs(backend: 'blockfile' | 'devmapper' = 'blockfile'): { bins?: ContainerdBins; reason?: string } {
   if (!isRoot) return { reason: 'needs root (containerd, runc, mounts)' };
   if (!hasLoop) return { reason: 'needs loop devices (/dev/loop-control)' };
+  if (backend === 'devmapper' && !dmAvailable()) return { reason: 'needs device-mapper (run in the VM: vm-tests/run-in-vm.sh)' };
+  if (backend === 'devmapper' && !fs.existsSync('/usr/sbin/dmsetup') && !fs.existsSync('/sbin/dmsetup')) return { reason: 'needs dmsetup (apt-get install dmsetup)' };
   if (!fs.existsSync(path.join(REPO, 'dist', 'cli.js'))) return { reason: 'dist/cli.js not built (npm run build)' };
   const b = containerdBins(BIN_DIR);
   if (!b.bins) return b;
@@ -53,8 +64,8 @@ export function faultPrereqs(): { bins?: ContainerdBins; reason?: string } {
 }
 
 /** faultDescribe runs body(bins) in a describe, or skips (fails under CI) with the reason. */
-export function faultDescribe(title: string, body: (bins: ContainerdBins) => void): void {
-  const pre = faultPrereqs();
+export function faultDescribe(title: string, body: (bins: ContainerdBins) => void, opts: { backend?: 'blockfile' | 'devmapper' } = {}): void {
+  const pre = faultPrereqs(opts.backend);
   if (pre.reason && requireAll) {
     describe(title, () => it('has what it needs (CI: a missing tool is a failure)', () => { throw new Error(pre.reason); }));
   } else if (pre.reason) {
@@ -90,6 +101,8 @@ export interface RigOptions {
   /** tsblockParent is the directory tsblock's root is made in (default: the work dir), e.g. a small filesystem. */
   tsblockParent?: string;
   serveArgs?: string[];
+  /** backend is tsblock's backend (default blockfile; devmapper needs device-mapper: the VM). */
+  backend?: 'blockfile' | 'devmapper';
 }
 
 /** Rig is registry + tsblock + containerd under one work dir. */
@@ -98,6 +111,9 @@ export class Rig {
   readonly v2: boolean;
   readonly cd: PrivateContainerd;
   readonly tsb: FaultTsblock;
+  readonly backend: 'blockfile' | 'devmapper';
+  /** pool is the owned thin-pool's name (devmapper). */
+  readonly pool: string;
   registry?: LocalRegistry;
 
   constructor(name: string, readonly bins: ContainerdBins, readonly opts: RigOptions = {}) {
@@ -108,16 +124,56 @@ export class Rig {
     // shared by every containerd on the host, so two runs side by side (test.sh runs
     // 1.6 and 2.4 at once) or an e2e run must not share container ids.
     this.cd = new PrivateContainerd(this.work, bins, `faults${bins.major}-${process.pid}`);
-    const args = ['--base-size', '1G', ...(opts.serveArgs ?? [])];
+    this.backend = opts.backend ?? 'blockfile';
+    const serveArgs = opts.serveArgs ?? [];
+    const args = [...(serveArgs.includes('--base-size') ? [] : ['--base-size', this.backend === 'devmapper' ? '256M' : '1G']), ...serveArgs];
     if (this.v2) args.push('--content-dir', path.join(this.cd.root, 'io.containerd.content.v1.content'));
+    const root = path.join(opts.tsblockParent ?? this.work, `tsblock-root-${path.basename(this.work)}`);
+    this.pool = defaultOwnedPoolName(root);
     this.tsb = new FaultTsblock({
       repo: REPO,
-      root: path.join(opts.tsblockParent ?? this.work, `tsblock-root-${path.basename(this.work)}`),
+      root,
       socket: path.join(this.work, 'tsblock.sock'),
-      backend: 'blockfile',
+      backend: this.backend,
       args,
       log: path.join(this.work, 'tsblock.log'),
     });
+  }
+
+  /**
+   * withStorage runs fn on a path holding a committed snapshot's ext4: its
+   * image file (blockfile), or its thin device (devmapper) activated under
+   * <pool>-test-<id> with dmsetup (read-only unless writable) and removed
+   * after fn; a device tsblock has active is used as it is.
+   */
+  async withStorage<T>(s: Snap, fn: (dev: string) => Promise<T> | T, opts: { writable?: boolean } = {}): Promise<T> {
+    if (this.backend === 'blockfile') return fn(s.storage!);
+    if (fs.existsSync(s.storage!)) return fn(s.storage!);
+    const id = Number(/-snap-(\d+)$/.exec(s.storage!)?.[1]);
+    const db = new Database(path.join(this.tsb.o.root, 'metadata.db'), { readonly: true, fileMustExist: true });
+    let row: { thin: number; size: number } | undefined;
+    try {
+      row = db.prepare('SELECT thin_id AS thin, size FROM dm_devices WHERE snapshot_id = ?').get(id) as typeof row;
+    } finally {
+      db.close();
+    }
+    if (!row) throw new Error(`no thin device row for ${s.key} (${s.storage})`);
+    const name = `${this.pool}-test-${id}`;
+    await execa('dmsetup', ['create', name, ...(opts.writable ? [] : ['--readonly']), '--table', `0 ${row.size / 512} thin /dev/mapper/${this.pool} ${row.thin}`]);
+    try {
+      // No udev here: dmsetup makes the node itself (mknodes is a no-op when it did).
+      await execa('dmsetup', ['mknodes', name], { reject: false });
+      return await fn(`/dev/mapper/${name}`);
+    } finally {
+      await execa('dmsetup', ['remove', '--retry', name], { reject: false });
+    }
+  }
+
+  /** dmLeaks lists the rig pool's dm devices (none is left after down()). */
+  async dmLeaks(): Promise<string[]> {
+    if (this.backend !== 'devmapper') return [];
+    const r = await execa('dmsetup', ['ls'], { reject: false });
+    return r.stdout.split('\n').map((l) => l.split(/\s+/)[0]!).filter((n) => n === this.pool || n.startsWith(`${this.pool}-`)).map((n) => `dm ${n}`);
   }
 
   /** up starts the registry, tsblock and containerd. */
@@ -290,10 +346,11 @@ export class Rig {
     return (await this.ctr(['leases', 'ls', '-q'])).stdout.split('\n').filter(Boolean);
   }
 
-  /** leaks are mounts and loop devices under the work dir, the store of the running daemon aside. */
+  /** leaks are mounts and loop devices under the work dir, the store (or thin-pool files) of the running daemon aside. */
   leaks(): string[] {
     const dirs = [this.work, ...(this.opts.tsblockParent ? [this.tsb.o.root] : [])];
-    return dirs.flatMap((d) => leaksUnder(d, { allowStores: true }));
+    const poolFiles = `${path.join(this.tsb.o.root, 'devmapper')}/`;
+    return dirs.flatMap((d) => leaksUnder(d, { allowStores: true })).filter((l) => !(this.backend === 'devmapper' && l.startsWith('loop ') && l.includes(` -> ${poolFiles}`)));
   }
 
   /** down stops everything, releases what is left, removes the work dir unless TSBLOCK_FAULTS_KEEP=1. */
@@ -307,8 +364,10 @@ export class Rig {
     await this.tsb.release();
     await this.registry?.stop();
     const dirs = [this.work, ...(this.opts.tsblockParent ? [this.tsb.o.root] : [])];
-    const left = dirs.flatMap((d) => leaksUnder(d));
+    const left = [...dirs.flatMap((d) => leaksUnder(d)), ...(await this.dmLeaks())];
     for (const l of left.filter((x) => x.startsWith('mount ')).reverse()) await execa('umount', ['-l', l.slice(6)], { reject: false });
+    // The pool last (its thin devices first): names longer than the pool's sort first.
+    for (const l of left.filter((x) => x.startsWith('dm ')).sort((a, b) => b.length - a.length)) await execa('dmsetup', ['remove', '--retry', l.slice(3)], { reject: false });
     for (const l of dirs.flatMap((d) => leaksUnder(d)).filter((x) => x.startsWith('loop '))) await execa('losetup', ['-d', l.split(' ')[1]!], { reject: false });
     if (keep || process.env.TSBLOCK_FAULTS_KEEP === '1') console.log(`faults work dir kept: ${this.work}`);
     else {
