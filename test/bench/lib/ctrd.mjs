@@ -110,10 +110,11 @@ export function containerdConfig({ major, root, state, address, proxies = [], un
   return lines.join('\n') + '\n';
 }
 
-/** Containerd is one private containerd under work (root and state given: they may live on another filesystem). */
+/** Containerd is one private containerd under work (root and state given: they may live on another filesystem; env: added to its and ctr's environment). */
 export class Containerd {
-  constructor({ work, bins, root, namespace = 'bench', config }) {
+  constructor({ work, bins, root, namespace = 'bench', config, env = {} }) {
     this.bins = bins;
+    this.extraEnv = env;
     this.namespace = namespace;
     this.root = root;
     this.state = join(work, 'state');
@@ -127,7 +128,7 @@ export class Containerd {
   }
 
   get env() {
-    return { PATH: `${this.bins.dir}:${SYSTEM_PATH}`, TMPDIR: this.tmp, HOME: process.env.HOME ?? '/root' };
+    return { PATH: `${this.bins.dir}:${SYSTEM_PATH}`, TMPDIR: this.tmp, HOME: process.env.HOME ?? '/root', ...this.extraEnv };
   }
 
   async start() {

@@ -29,6 +29,14 @@ import tarStream from 'tar-stream';
 
 export const CACHE = process.env.TSBLOCK_BENCH_CACHE || '/var/cache/tsblock-bench';
 export const IMAGE_DIR = join(CACHE, 'image-v1');
+const FULL_IMAGE_DIR = IMAGE_DIR;
+/**
+ * SMALL_IMAGE_DIR holds the small variant (buildRealImage({ small: true })), for machines where
+ * the full image takes too long (the qemu VM of test/bench/image-devmapper.mjs): 4 layers from
+ * the same builder: the minbase root, deletions and links (over minbase: no python3 layer), a
+ * 32 MiB file instead of 200 MiB, the same 5000 small files. No apt-get in a chroot.
+ */
+export const SMALL_IMAGE_DIR = join(CACHE, 'image-small-v1');
 const MIRROR = process.env.TSBLOCK_BENCH_MIRROR || 'http://deb.debian.org/debian';
 const SUITE = 'bookworm';
 
@@ -181,7 +189,7 @@ async function* deletionsEntries(base, up) {
   }
   yield [{ name: 'etc/', type: 'directory', mode: 0o755 }];
   for (const r of ['etc/motd', 'etc/issue.net', 'etc/debian_version.bak']) if (exists(r)) yield [{ name: r.replace(/([^/]+)$/, '.wh.$1'), mode: 0o644 }, Buffer.alloc(0)];
-  const py = readdirSync(join(up, 'usr', 'lib')).find((n) => /^python3\.\d+$/.test(n));
+  const py = (existsSync(join(up, 'usr', 'lib')) ? readdirSync(join(up, 'usr', 'lib')) : []).find((n) => /^python3\.\d+$/.test(n));
   if (py) {
     yield [{ name: 'usr/lib/', type: 'directory', mode: 0o755 }];
     yield [{ name: `usr/lib/${py}/`, type: 'directory', mode: 0o755 }];
@@ -199,10 +207,10 @@ async function* deletionsEntries(base, up) {
   }
 }
 
-async function* bigEntries() {
+async function* bigEntries(mib = 200) {
   yield [{ name: 'opt/', type: 'directory', mode: 0o755 }];
   yield [{ name: 'opt/big/', type: 'directory', mode: 0o755 }];
-  yield [{ name: 'opt/big/blob.bin', mode: 0o644 }, randomBytes(200 * 1024 * 1024)];
+  yield [{ name: 'opt/big/blob.bin', mode: 0o644 }, randomBytes(mib * 1024 * 1024)];
 }
 
 async function* smallEntries() {
@@ -223,10 +231,12 @@ async function* smallEntries() {
 /**
  * buildRealImage returns {dir, manifestDigest, manifest (Buffer), config, layers}
  * for the cached image, building it when missing (a few minutes; needs root).
+ * small: the 4-layer variant in SMALL_IMAGE_DIR (no python3 layer, a 32 MiB file).
  */
-export async function buildRealImage() {
+export async function buildRealImage({ small = false } = {}) {
+  const IMAGE_DIR = small ? SMALL_IMAGE_DIR : FULL_IMAGE_DIR;
   const meta = join(IMAGE_DIR, 'image.json');
-  if (existsSync(meta)) return loadImage();
+  if (existsSync(meta)) return loadImage(IMAGE_DIR);
   for (const [tool, pkg] of [['debootstrap', 'debootstrap'], ['getfattr', 'attr'], ['chroot', 'coreutils'], ['tar', 'tar']]) {
     const found = ['/usr/sbin', '/usr/bin', '/sbin', '/bin'].some((d) => existsSync(join(d, tool)));
     if (!found && !(tool === 'debootstrap' && existsSync(join(CACHE, `minbase-${SUITE}-amd64.tar`)))) {
@@ -251,14 +261,18 @@ export async function buildRealImage() {
     const layers = [];
     log('layer 1: minbase');
     layers.push(await writeLayer(blobs, dirEntries(base)));
-    const { up, opaque } = installPython(base, work);
-    log(`layer 2: python3 (${opaque.size} opaque dirs)`);
-    layers.push(await writeLayer(blobs, dirEntries(up, { upper: true, opaque })));
-    log('layer 3: deletions and links');
+    let up = join(work, 'no-upper');
+    if (!small) {
+      const p = installPython(base, work);
+      up = p.up;
+      log(`layer 2: python3 (${p.opaque.size} opaque dirs)`);
+      layers.push(await writeLayer(blobs, dirEntries(up, { upper: true, opaque: p.opaque })));
+    }
+    log('layer: deletions and links');
     layers.push(await writeLayer(blobs, deletionsEntries(base, up)));
-    log('layer 4: a 200 MiB file');
-    layers.push(await writeLayer(blobs, bigEntries()));
-    log('layer 5: 5000 small files');
+    log(`layer: a ${small ? 32 : 200} MiB file`);
+    layers.push(await writeLayer(blobs, bigEntries(small ? 32 : 200)));
+    log('layer: 5000 small files');
     layers.push(await writeLayer(blobs, smallEntries()));
     const config = Buffer.from(JSON.stringify({
       architecture: 'amd64', os: 'linux',
@@ -280,10 +294,10 @@ export async function buildRealImage() {
   } finally {
     rmSync(work, { recursive: true, force: true });
   }
-  return loadImage();
+  return loadImage(IMAGE_DIR);
 }
 
-function loadImage() {
+function loadImage(IMAGE_DIR) {
   const meta = JSON.parse(readFileSync(join(IMAGE_DIR, 'image.json'), 'utf8'));
   const manifest = readFileSync(join(IMAGE_DIR, 'blobs', meta.manifestDigest.slice(7)));
   const m = JSON.parse(manifest.toString());
