@@ -113,9 +113,18 @@ export interface Containerd extends Proc {
   configFile: string;
   ctr(args: string[], opts?: { timeout?: number }): Promise<string>;
   restart(): Promise<void>;
-  /** the log lines at level error/fatal (and panics) */
+  /** the log lines at level error/fatal (and panics), less containerd's own known races (UNRELATED_RACES) */
   errorLines(): string[];
 }
+
+/**
+ * UNRELATED_RACES are error lines containerd logs by a race of its own that no
+ * snapshotter takes part in: the CRI metrics collector asks a task's shim for
+ * stats while the task is being removed, and the shim's ttrpc connection is
+ * already closed (seen once in CI, 2.4.2, after `crictl rm`). They are printed,
+ * not counted.
+ */
+const UNRELATED_RACES: readonly RegExp[] = [/msg="collecting metrics for [0-9a-f]{64}" error="ttrpc: closed"/];
 
 export async function startContainerd(tools: ContainerdTools, dir: string, config: string): Promise<Containerd> {
   const configFile = path.join(dir, 'config.toml');
@@ -150,7 +159,10 @@ export async function startContainerd(tools: ContainerdTools, dir: string, confi
     },
     errorLines() {
       const text = fs.existsSync(log) ? fs.readFileSync(log, 'utf8') : '';
-      return text.split('\n').filter((l) => /level=(error|fatal|panic)|^panic:/.test(l));
+      const errors = text.split('\n').filter((l) => /level=(error|fatal|panic)|^panic:/.test(l));
+      const races = errors.filter((l) => UNRELATED_RACES.some((r) => r.test(l)));
+      for (const l of races) console.log(`[containerd] not counted (containerd's own race, no snapshotter in it): ${l}`);
+      return errors.filter((l) => !races.includes(l));
     },
   };
   return self;
