@@ -66,10 +66,10 @@ fi
 # The minimum number of passed cases of each run: a runner that silently ran
 # fewer is a failure. Raise these when tests are added.
 declare -A MIN=(
-  [unit]=269 [integration]=150
+  [unit]=273 [integration]=151
   [conformance]=21
   [e2e-containerd-1.6]=19 [e2e-containerd-2.3]=23 [e2e-containerd-2.4]=23 [cri-containerd-2.4]=90 [cri-containerd-2.3]=69 [faults-containerd-1.6]=25 [faults-containerd-2.4]=25 [quickstart]=11 [vmboot]=5
-  [vm]=102 [vm-conformance]=21 [vm-e2e]=19
+  [vm]=105 [vm-conformance]=21 [vm-e2e]=19
 )
 
 mkdir -p "$OUT"

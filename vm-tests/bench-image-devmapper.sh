@@ -7,7 +7,7 @@
 # guest session (Prepare+Commit: back to back and paced; each run also gives
 # the cold path, TSBLOCK_DM_WARM_SPARES=0).
 #
-#   vm-tests/bench-image-devmapper.sh [--rounds N] [--starts N] [--full] [--prepare]
+#   vm-tests/bench-image-devmapper.sh [--rounds N] [--starts N] [--full] [--base-size SIZE] [--prepare]
 #        [--iterations N] [--pause MS] [--mem MB] [--out DIR]
 #
 # --prepare adds the bench-devmapper.sh runs (--iterations, default 20;
@@ -20,12 +20,13 @@
 set -uo pipefail
 HERE=$(cd "$(dirname "$(readlink -f "$0")")" && pwd)
 REPO=$(dirname "$HERE")
-ROUNDS=2 STARTS=4 FULL= PREPARE=0 ITER=20 PAUSE=1000 MEM=6144 OUT=$REPO/bench-results
+ROUNDS=2 STARTS=4 FULL= BASE=512M PREPARE=0 ITER=20 PAUSE=1000 MEM=6144 OUT=$REPO/bench-results
 while [ $# -gt 0 ]; do
   case $1 in
     --rounds) ROUNDS=$2; shift 2 ;;
     --starts) STARTS=$2; shift 2 ;;
     --full) FULL=--full; shift ;;
+    --base-size) BASE=$2; shift 2 ;;
     --prepare) PREPARE=1; shift ;;
     --iterations) ITER=$2; shift 2 ;;
     --pause) PAUSE=$2; shift 2 ;;
@@ -47,7 +48,7 @@ if ! dmsetup version >/dev/null 2>&1; then
   SMALL=true; [ -z "$FULL" ] || SMALL=false
   node --input-type=module -e "const { buildRealImage } = await import('$REPO/test/bench/lib/realimage.mjs'); await buildRealImage({ small: $SMALL });" || exit 1
   TSBLOCK_BENCH_HOST_LOAD=$(cat /proc/loadavg) && export TSBLOCK_BENCH_HOST_LOAD
-  args=(--rounds "$ROUNDS" --starts "$STARTS" --iterations "$ITER" --pause "$PAUSE" --out "$OUT")
+  args=(--rounds "$ROUNDS" --starts "$STARTS" --base-size "$BASE" --iterations "$ITER" --pause "$PAUSE" --out "$OUT")
   [ -z "$FULL" ] || args+=(--full)
   [ "$PREPARE" = 0 ] || args+=(--prepare)
   exec "$HERE/run-in-vm.sh" --mem "$MEM" --cwd "$REPO" --timeout 2400 -- "$HERE/bench-image-devmapper.sh" "${args[@]}"
@@ -55,7 +56,7 @@ fi
 
 rc=0
 t0=$(date +%s)
-TSBLOCK_BENCH_LOGS=$OUT/image-devmapper-logs node "$REPO/test/bench/image-devmapper.mjs" --rounds "$ROUNDS" --starts "$STARTS" $FULL --json "$OUT/image-devmapper.json" || rc=1
+TSBLOCK_BENCH_LOGS=$OUT/image-devmapper-logs node "$REPO/test/bench/image-devmapper.mjs" --rounds "$ROUNDS" --starts "$STARTS" --base-size "$BASE" $FULL --json "$OUT/image-devmapper.json" || rc=1
 echo "bench-image-devmapper.sh: image benchmark took $(( $(date +%s) - t0 )) s" >&2
 if [ "$PREPARE" = 1 ]; then
   t0=$(date +%s)

@@ -129,6 +129,22 @@ export function thinStatus(name: string): ThinStatus {
  */
 export const POOL_FEATURES = ['error_if_no_space'] as const;
 
+/**
+ * poolZeroesNewBlocks reads a thin-pool table line (`<meta> <data> <block
+ * sectors> <low water> <n> <feature>...`, as TABLE_STATUS returns it) and
+ * says whether the pool zeroes a newly provisioned block before a partial
+ * write lands in it, i.e. whether every block of a fresh thin device that
+ * nobody wrote reads as zeros (no `skip_block_zeroing`).
+ */
+export function poolZeroesNewBlocks(tableParams: string): boolean {
+  const f = tableParams.trim().split(/\s+/);
+  const n = Number(f[4]);
+  if (f.length < 5 || !Number.isInteger(n) || n < 0 || f.length < 5 + n) {
+    throw new InternalError(`cannot parse thin-pool table ${JSON.stringify(tableParams)}`);
+  }
+  return !f.slice(5, 5 + n).includes('skip_block_zeroing');
+}
+
 /** thinPoolTable is the one-line table of a thin-pool over metadata and data devices. */
 export function thinPoolTable(metaDev: string, dataDev: string, dataSectors: number, blockSectors: number, lowWaterBlocks: number): { start: number; length: number; type: string; params: string } {
   const features = `${POOL_FEATURES.length} ${POOL_FEATURES.join(' ')}`;

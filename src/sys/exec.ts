@@ -86,6 +86,14 @@ export interface MakeExt4Options {
    * init thread from later writing them out densely.
    */
   discard?: boolean;
+  /**
+   * prezeroed tells mkfs the target already reads as zeros everywhere
+   * (`assume_storage_prezeroed`, e2fsprogs ≥ 1.47): it marks every group's
+   * inode table zeroed (ITABLE_ZEROED) without writing it, so no later rw
+   * mount starts the kernel's lazy init thread. Only for a target that truly
+   * reads zeros: a fresh thin device of a pool that zeroes new blocks.
+   */
+  prezeroed?: boolean;
 }
 
 /**
@@ -95,6 +103,7 @@ export interface MakeExt4Options {
 export async function makeExt4(target: string, opts: MakeExt4Options = {}): Promise<void> {
   const ext = ['lazy_itable_init=1', 'lazy_journal_init=1', 'root_owner=0:0'];
   if (opts.discard === false) ext.push('nodiscard');
+  if (opts.prezeroed === true) ext.push('assume_storage_prezeroed=1');
   const args = ['-q', '-F', '-m', '0', '-E', ext.join(',')];
   if (opts.label !== undefined) args.push('-L', opts.label);
   args.push(target);

@@ -22,6 +22,8 @@
 //   run       ctr run --rm IMG ID true
 //   starts    --starts N (default 4) × ctr run -d at once, until all N are running
 //   gc        ctr images rm --sync (after the containers are removed)
+//   pool      the thin-pool's used data with the N started containers running
+//             for 10 s more (idle), less the pool's used data before the pull
 // plus tsblock's CPU time per round and its server-side RPC time per method
 // (its /metrics) in the pull, the run and the starts, and a content check (a listing
 // hash and file count, taken in a container, untimed) that must agree across
@@ -186,6 +188,25 @@ async function startTsblock(root) {
   return { proc, socket, log: logf, metrics: `http://127.0.0.1:${metricsPort}/metrics` };
 }
 
+let ctrdPoolName = '';
+
+/**
+ * poolUsedBytes is a thin-pool's used data (`dmsetup status`, which commits the
+ * pool's metadata first): containerd's pool, or tsblock's owned one (the only
+ * other pool here, named tsblock-<hash>).
+ */
+function poolUsedBytes(c) {
+  const pools = sh('dmsetup', ['status', '--target', 'thin-pool']).split('\n').filter(Boolean).map((l) => {
+    const [name, rest] = l.split(': ');
+    const f = rest.trim().split(/\s+/); // start length thin-pool tid meta data ...
+    return { name, used: Number(f[5].split('/')[0]) };
+  });
+  const p = c.tsblock ? pools.find((x) => x.name.startsWith('tsblock-')) : pools.find((x) => x.name === ctrdPoolName);
+  if (!p) throw new Error(`no thin-pool for ${c.name} in ${JSON.stringify(pools)}`);
+  const blockSectors = Number(sh('dmsetup', ['table', p.name]).trim().split(/\s+/)[5]);
+  return p.used * blockSectors * 512;
+}
+
 /** ctrdPool makes containerd's thin-pool from two sparse loop files, as vm-tests/bench-devmapper.sh does; released on exit. */
 function ctrdPool() {
   const name = `benchimg-ctrd-pool-${process.pid}`;
@@ -200,6 +221,7 @@ function ctrdPool() {
   cleanups.push(() => sh('losetup', ['-d', metaDev]));
   const sectors = Number(sh('blockdev', ['--getsize64', dataDev]).trim()) / 512;
   sh('dmsetup', ['create', name, '--table', `0 ${sectors} thin-pool ${metaDev} ${dataDev} 128 32768 1 skip_block_zeroing`]);
+  ctrdPoolName = name;
   cleanups.push(() => {
     // containerd's devmapper leaves its thin devices active: remove them, then the pool
     for (const l of sh('dmsetup', ['ls']).split('\n')) {
@@ -228,6 +250,7 @@ async function cycle(c, ref) {
   const cpu0 = c.tsblock ? cpuMs(c.tsblock.proc.pid) : NaN;
   const ctrdCpu0 = cpuMs(c.ctrd.proc.pid);
   const r = {};
+  const pool0 = poolUsedBytes(c);
   const m0 = await rpcSeconds(c);
   r.pull = (await ctr(['images', 'pull', '--plain-http', '--snapshotter', S, ref])).ms;
   const m1 = await rpcSeconds(c);
@@ -239,6 +262,8 @@ async function cycle(c, ref) {
   await Promise.all(Array.from({ length: STARTS }, (_, i) => ctr(['run', '-d', '--snapshotter', S, ref, `bench-d${i}-${n}`, 'sleep', '3600'])));
   r.starts = nowMs() - t0;
   const m3 = await rpcSeconds(c);
+  await sleep(10000);
+  r.poolBytes = poolUsedBytes(c) - pool0;
   await c.ctrd.removeAll();
   r.gc = (await ctr(['images', 'rm', '--sync', ref])).ms;
   const left = (await ctr(['snapshots', '--snapshotter', S, 'ls'])).stdout.trim().split('\n').length - 1;
@@ -296,7 +321,7 @@ async function main() {
     for (const c of order) {
       const r = await cycle(c, ref);
       results[c.name].push(r);
-      log(`round ${round + 1} ${c.name}: ${METRICS.map(([k]) => `${k} ${fmt(r[k])}`).join(', ')}${r.tsblockCpu !== undefined ? `, tsblock CPU ${(r.tsblockCpu / 1000).toFixed(1)} s ${JSON.stringify(r.rpcMs)}` : ''}, containerd CPU ${(r.containerdCpu / 1000).toFixed(1)} s [${JSON.stringify(r.check)}]`);
+      log(`round ${round + 1} ${c.name}: ${METRICS.map(([k]) => `${k} ${fmt(r[k])}`).join(', ')}, pool +${(r.poolBytes / 1024 ** 2).toFixed(0)} MiB${r.tsblockCpu !== undefined ? `, tsblock CPU ${(r.tsblockCpu / 1000).toFixed(1)} s ${JSON.stringify(r.rpcMs)}` : ''}, containerd CPU ${(r.containerdCpu / 1000).toFixed(1)} s [${JSON.stringify(r.check)}]`);
     }
   }
   const checks = configs.flatMap((c) => results[c.name].map((r) => ({ name: c.name, ...r.check })));
@@ -305,6 +330,7 @@ async function main() {
   for (const c of configs) {
     med[c.name] = {};
     for (const [k] of METRICS) med[c.name][k] = median(results[c.name].map((r) => r[k]));
+    med[c.name].poolBytes = median(results[c.name].map((r) => r.poolBytes));
     med[c.name].tsblockCpu = median(results[c.name].map((r) => r.tsblockCpu ?? NaN));
     med[c.name].containerdCpu = median(results[c.name].map((r) => r.containerdCpu));
   }
@@ -314,13 +340,15 @@ async function main() {
   const lines = [`containerd ${bins.version}, ${img.layers.length}-layer image (${(img.compressedBytes / 1024 ** 2).toFixed(0)} MiB compressed, ${checks[0].files} files), ${ROUNDS} rounds, medians; ${process.env.TSBLOCK_IN_VM ? 'qemu TCG guest' : 'native'}, kernel ${os.release()}, host load ${hostLoad ?? '?'}, guest load at the end ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}`, '',
     '| | tsblock-devmapper | containerd-devmapper | tsblock / containerd |', '| --- | --- | --- | --- |'];
   for (const [k, label] of METRICS) lines.push(`| ${label} | ${fmt(t[k])} | ${fmt(d[k])} | ${(t[k] / d[k]).toFixed(2)}× |`);
+  const mib = (b) => `${(b / 1024 ** 2).toFixed(0)} MiB`;
+  lines.push(`| pool data used, image + ${STARTS} running (10 s idle) | ${mib(t.poolBytes)} | ${mib(d.poolBytes)} | ${(t.poolBytes / d.poolBytes).toFixed(2)}× |`);
   lines.push(`| tsblock CPU per round | ${(t.tsblockCpu / 1000).toFixed(1)} s | | |`);
   lines.push(`| containerd CPU per round | ${(t.containerdCpu / 1000).toFixed(1)} s | ${(d.containerdCpu / 1000).toFixed(1)} s | |`);
   console.log(lines.join('\n'));
   console.log(`\ncontent check: ${bad.length ? `MISMATCH ${JSON.stringify(bad)}` : `ok (${checks[0].files} files, listing ${checks[0].hash}, no snapshot left after GC)`}`);
   const doc = { date: new Date().toISOString(), machine: process.env.TSBLOCK_IN_VM ? 'run-in-vm (qemu TCG)' : 'native', kernel: os.release(), hostLoad, guestLoad: os.loadavg(),
     containerd: bins.version, image: { layers: img.layers.length, compressedBytes: img.compressedBytes, files: checks[0].files }, rounds: ROUNDS, starts: STARTS,
-    medians: med, ratios: Object.fromEntries(METRICS.map(([k]) => [k, Math.round((t[k] / d[k]) * 100) / 100])), runs: results,
+    medians: med, ratios: Object.fromEntries([...METRICS.map(([k]) => k), 'poolBytes'].map((k) => [k, Math.round((t[k] / d[k]) * 100) / 100])), runs: results,
     contentCheck: bad.length ? { ok: false, mismatches: bad } : { ok: true, ...checks[0] } };
   if (values.json) writeFileSync(values.json, JSON.stringify(doc, null, 1) + '\n');
   if (bad.length) process.exitCode = 1;

@@ -395,7 +395,12 @@ export class DevmapperBackend implements Backend {
     faultPoint('devmapper:base:after-thin');
     await this.thin.activateRow(row);
     try {
-      await makeExt4(devicePath(name), { noLostFound: true, rootMode: 0o755 });
+      // A new thin device reads zeros wherever it was not written; in a pool
+      // that also zeroes new blocks, mkfs can mark the inode tables zeroed
+      // instead of leaving them to the kernel's lazy init, which otherwise
+      // writes them out again in every snapshot mounted rw (provisioning
+      // thin blocks per container and competing with its first I/O).
+      await makeExt4(devicePath(name), { noLostFound: true, rootMode: 0o755, prezeroed: this.pool?.zeroesNewBlocks === true });
       faultPoint('devmapper:base:after-mkfs');
       const m = this.thin.measure(name);
       await removeDevice(name);

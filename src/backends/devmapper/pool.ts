@@ -14,7 +14,7 @@
 import fs from 'node:fs';
 import { join } from 'node:path';
 import { activate, deviceInfo, devicePath, removeDevice, status, tableStatus } from '../../sys/dm.js';
-import { parsePoolStatus, poolStatus, thinPoolTable, type PoolStatus } from '../../sys/dm-thin.js';
+import { parsePoolStatus, poolStatus, poolZeroesNewBlocks, thinPoolTable } from '../../sys/dm-thin.js';
 import { attachLoop, findLoopsFor, releaseLoop, type LoopDevice } from '../../sys/loop.js';
 import { InternalError, NotFoundError, UnavailableError } from '../../errdefs.js';
 import type { FreeSpace } from '../../core/backend.js';
@@ -32,6 +32,12 @@ export interface PoolHandle {
   created: boolean;
   /** fresh is true when the metadata file was new (empty pool). */
   fresh: boolean;
+  /**
+   * zeroesNewBlocks is true when the pool has no skip_block_zeroing, so a
+   * fresh thin device reads zeros wherever it was not written (mkfs may then
+   * skip the inode tables; see makeExt4's prezeroed).
+   */
+  zeroesNewBlocks: boolean;
 }
 
 /** poolDir is where an owned pool's files live. */
@@ -45,23 +51,25 @@ export function openPool(cfg: DevmapperConfig): PoolHandle {
   const info = deviceInfo(name);
   if (cfg.poolName !== undefined) {
     if (!info || !info.activeTable) throw new NotFoundError(`thin-pool ${JSON.stringify(name)} does not exist or has no table (create it first, or unset poolName to let tsblock own a pool)`);
-    checkPool(name);
-    return { name, path: devicePath(name), owned: false, created: false, fresh: false };
+    const zeroesNewBlocks = checkPool(name);
+    return { name, path: devicePath(name), owned: false, created: false, fresh: false, zeroesNewBlocks };
   }
   if (info?.activeTable) {
-    checkPool(name);
-    return { name, path: devicePath(name), owned: true, created: false, fresh: false };
+    const zeroesNewBlocks = checkPool(name);
+    return { name, path: devicePath(name), owned: true, created: false, fresh: false, zeroesNewBlocks };
   }
   return createOwnedPool(cfg, name);
 }
 
-function checkPool(name: string): PoolStatus {
+// checkPool refuses a pool that is not a healthy thin-pool and returns
+// whether it zeroes newly provisioned blocks.
+function checkPool(name: string): boolean {
   const t = tableStatus(name).find((x) => x.type === 'thin-pool');
   if (!t) throw new UnavailableError(`device ${name} is not a thin-pool`);
   const st = poolStatus(name);
   if (st.failed) throw new UnavailableError(`thin-pool ${name} has failed; run thin_check on its metadata`);
   if (st.needsCheck) throw new UnavailableError(`thin-pool ${name} needs a metadata check (thin_check/thin_repair)`);
-  return st;
+  return poolZeroesNewBlocks(t.params);
 }
 
 function createOwnedPool(cfg: DevmapperConfig, name: string): PoolHandle {
@@ -108,13 +116,14 @@ function createOwnedPool(cfg: DevmapperConfig, name: string): PoolHandle {
     for (const l of held) releaseLoop(l);
   }
   faultPoint('devmapper:pool:after-activate');
+  let zeroesNewBlocks: boolean;
   try {
-    checkPool(name);
+    zeroesNewBlocks = checkPool(name);
   } catch (err) {
     void removeDevice(name).catch(() => {});
     throw err;
   }
-  return { name, path: devicePath(name), owned: true, created: true, fresh };
+  return { name, path: devicePath(name), owned: true, created: true, fresh, zeroesNewBlocks };
 }
 
 // reuseOrAttach returns a loop already bound to file (a previous run that

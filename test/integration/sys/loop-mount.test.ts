@@ -7,6 +7,7 @@ import { blockDeviceSize, isBlockDevice } from '../../../src/sys/blockdev.js';
 import { makeExt4 } from '../../../src/sys/exec.js';
 import { readExt4Usage } from '../../../src/sys/fsinfo.js';
 import { isRoot, leaksUnder, makeWorkDir, rootReason, sparseFile } from './_fixtures.js';
+import { itableZeroed } from '../../helpers/ext4-groups.js';
 
 const MiB = 1024 * 1024;
 
@@ -159,6 +160,23 @@ describe.skipIf(!isRoot)(`loop devices and mounts (${rootReason})`, () => {
       expect(fs.readdirSync(dir)).toEqual(['lost+found']);
     }, { parent: work, readOnly: true });
     expect(findLoopsFor(img)).toEqual([]);
+  });
+
+  // A block device (a loop device here, a thin device in production) cannot
+  // show mkfs that it reads zeros, so mkfs leaves inode tables to the
+  // kernel's lazy init unless told (prezeroed); a sparse file can.
+  it('makeExt4 marks inode tables zeroed on a block device only when told it reads zeros', async () => {
+    const img = sparseFile(path.join(work, 'groups.img'), 2048 * MiB);
+    const dev = attachLoop(img);
+    attached.push(dev.path);
+    await makeExt4(dev.path, { noLostFound: true });
+    const lazy = itableZeroed(dev.path);
+    expect(lazy.groups).toBe(16);
+    expect(lazy.zeroed).toBe(0);
+    await makeExt4(dev.path, { noLostFound: true, prezeroed: true });
+    expect(itableZeroed(dev.path)).toEqual({ groups: 16, zeroed: 16 });
+    await makeExt4(img, { noLostFound: true, discard: true });
+    expect(itableZeroed(img)).toEqual({ groups: 16, zeroed: 16 });
   });
 
   it('withTempMount rejects anything but one mount', async () => {
