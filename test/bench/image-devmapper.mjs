@@ -195,14 +195,24 @@ let ctrdPoolName = '';
  * pool's metadata first): containerd's pool, or tsblock's owned one (the only
  * other pool here, named tsblock-<hash>).
  */
-function poolUsedBytes(c) {
+async function poolUsedBytes(c) {
+  // tsblock opens its store and pool after its socket answers: wait for the pool
+  for (let i = 0; i < 600; i++) {
+    const used = poolUsedOnce(c);
+    if (used !== undefined) return used;
+    await sleep(100);
+  }
+  throw new Error(`no thin-pool for ${c.name} after 60 s: ${sh('dmsetup', ['ls'])}`);
+}
+
+function poolUsedOnce(c) {
   const pools = sh('dmsetup', ['status', '--target', 'thin-pool']).split('\n').filter(Boolean).map((l) => {
     const [name, rest] = l.split(': ');
     const f = rest.trim().split(/\s+/); // start length thin-pool tid meta data ...
     return { name, used: Number(f[5].split('/')[0]) };
   });
   const p = c.tsblock ? pools.find((x) => x.name.startsWith('tsblock-')) : pools.find((x) => x.name === ctrdPoolName);
-  if (!p) throw new Error(`no thin-pool for ${c.name} in ${JSON.stringify(pools)}`);
+  if (!p) return undefined;
   const blockSectors = Number(sh('dmsetup', ['table', p.name]).trim().split(/\s+/)[5]);
   return p.used * blockSectors * 512;
 }
@@ -250,7 +260,8 @@ async function cycle(c, ref) {
   const cpu0 = c.tsblock ? cpuMs(c.tsblock.proc.pid) : NaN;
   const ctrdCpu0 = cpuMs(c.ctrd.proc.pid);
   const r = {};
-  const pool0 = poolUsedBytes(c);
+  await ctr(['snapshots', '--snapshotter', S, 'ls']); // tsblock's store and pool are open once this answers
+  const pool0 = await poolUsedBytes(c);
   const m0 = await rpcSeconds(c);
   r.pull = (await ctr(['images', 'pull', '--plain-http', '--snapshotter', S, ref])).ms;
   const m1 = await rpcSeconds(c);
@@ -263,7 +274,7 @@ async function cycle(c, ref) {
   r.starts = nowMs() - t0;
   const m3 = await rpcSeconds(c);
   await sleep(10000);
-  r.poolBytes = poolUsedBytes(c) - pool0;
+  r.poolBytes = (await poolUsedBytes(c)) - pool0;
   await c.ctrd.removeAll();
   r.gc = (await ctr(['images', 'rm', '--sync', ref])).ms;
   const left = (await ctr(['snapshots', '--snapshotter', S, 'ls'])).stdout.trim().split('\n').length - 1;
