@@ -77,6 +77,7 @@ PASSED=0
 FAILED=0
 SKIPPED=0
 declare -a SUMMARY=()
+declare -a FAILURES=()
 REQUIRE_ALL=0
 { [ "${CI:-}" = true ] || [ "${TSBLOCK_REQUIRE_ALL:-0}" = 1 ]; } && REQUIRE_ALL=1
 export TSBLOCK_REQUIRE_ALL=$REQUIRE_ALL
@@ -149,8 +150,18 @@ vitest_judge() {
       const badFiles = r.testResults.filter((t) => t.status === "failed" && t.assertionResults.every((a) => a.status !== "failed")).length;
       for (const t of r.testResults) for (const a of t.assertionResults)
         if (a.status === "skipped" || a.status === "pending" || a.status === "todo") console.error(`  skipped: ${a.fullName}`);
+      // The failures by name, for the summary: a CI log is often read from its tail.
+      const fails = [];
+      for (const t of r.testResults) {
+        for (const a of t.assertionResults) if (a.status === "failed")
+          fails.push(`${a.fullName}: ${String((a.failureMessages || [])[0] || "").split("\n")[0].slice(0, 300)}`);
+        if (t.status === "failed" && t.assertionResults.every((a) => a.status !== "failed"))
+          fails.push(`${t.name}: ${String(t.message || "").split("\n")[0].slice(0, 300)}`);
+      }
+      require("fs").writeFileSync(process.argv[2], fails.map((l) => l + "\n").join(""));
       console.log(r.numPassedTests, r.numFailedTests + badFiles, r.numPendingTests + r.numTodoTests);
-    ' "$json")
+    ' "$json" "$json.failures")
+    while IFS= read -r l; do FAILURES+=("$name: $l"); done < "$json.failures"
     judge "$name" "$key" "$rc" "$json" "$secs" "$p" "$f" "$s"
   else
     judge "$name" "$key" "$rc" "$json" "$secs" 0 1 0
@@ -297,6 +308,10 @@ fi
 echo
 echo "== tsblock test summary ($(( (SECONDS - T0) / 60 )) min) =="
 for line in "${SUMMARY[@]}"; do echo "$line"; done
+if [ "${#FAILURES[@]}" -gt 0 ]; then
+  echo "failed tests:"
+  for line in "${FAILURES[@]}"; do echo "  $line"; done
+fi
 echo "no check was retried"
 echo
 if [ "$SKIPPED" -gt 0 ]; then

@@ -270,11 +270,13 @@ describe.runIf(why === undefined).sequential(`CRI (A) tsblock as the CRI image s
   });
 
   it("containerd's log has no error lines about tsblock", () => {
-    expect(tsblockErrors(ctx.cd)).toEqual([]);
+    const lines = tsblockErrors(ctx.cd);
+    expect(lines, lines.join(' | ')).toEqual([]);
   });
 
   it("containerd's log has no error lines at all (the whole CRI flow ran clean)", () => {
-    expect(ctx.cd.errorLines()).toEqual([]);
+    const lines = ctx.cd.errorLines();
+    expect(lines, lines.join(' | ')).toEqual([]);
   });
 
   it('stops clean: nothing left mounted, attached or running', async () => {
@@ -386,11 +388,13 @@ describe.runIf(why === undefined).sequential(`CRI (B) tsblock as one runtime han
   });
 
   it("containerd's log has no error lines about tsblock", () => {
-    expect(tsblockErrors(ctx.cd)).toEqual([]);
+    const lines = tsblockErrors(ctx.cd);
+    expect(lines, lines.join(' | ')).toEqual([]);
   });
 
   it("containerd's log has no error lines at all (the whole CRI flow ran clean)", () => {
-    expect(ctx.cd.errorLines()).toEqual([]);
+    const lines = ctx.cd.errorLines();
+    expect(lines, lines.join(' | ')).toEqual([]);
   });
 
   it('containerd logged that the runtime-handler annotation is deprecated (docs/containerd.md says so)', () => {

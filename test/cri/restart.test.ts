@@ -282,7 +282,8 @@ describe.runIf(why === undefined).sequential(`CRI across tsblock restarts (hando
 
   it('no failed call: tsblock logged none, containerd logged no error', () => {
     expect(readFrom(ctx.ts.o.log)).not.toMatch(/"msg":"(rpc|diff rpc) failed"/);
-    expect(ctx.cd.errorLines()).toEqual([]);
+    const lines = ctx.cd.errorLines();
+    expect(lines, lines.join(' | ')).toEqual([]);
   });
 
   it('stops clean: nothing left mounted, attached or running', async () => {
