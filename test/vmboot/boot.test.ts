@@ -337,9 +337,13 @@ describe.skipIf(missing !== undefined)(`VMs boot from tsblock snapshots${missing
       cuts.push({ cut, at_ms: delay, during_boot: duringBoot, fsynced_this_cut: reported.length, checked: durable.size, journal_replay: recovery, fsck_rc: f.rc, problems });
       console.log(`power cut ${cut}/${CUTS}: ${duringBoot ? 'during boot' : 'while writing'} at ${delay} ms, ${reported.length} files fsynced, ${durable.size} checked, journal replay ${recovery ? 'yes' : 'no'}, ${problems.length ? `PROBLEMS: ${problems.join('; ')}` : 'ok'}`);
     }
-    // tsblock's metadata is consistent: the snapshot is removed through containerd, its image goes
+    // tsblock's metadata is consistent: the snapshot is removed through containerd, its image goes.
+    // containerd's Remove drops its own record and leaves tsblock's Remove to its
+    // garbage collector, which runs just after: the check waits for it (30 s at most).
     await ctr(['rm', 'vm-p']);
-    const removed = !lsKeys().some((k) => k.endsWith('vm-p')) && !fs.existsSync(disk);
+    const gone = () => !lsKeys().some((k) => k.endsWith('vm-p')) && !fs.existsSync(disk);
+    for (const until = Date.now() + 30_000; !gone() && Date.now() < until; ) await new Promise((r) => setTimeout(r, 250));
+    const removed = gone();
     const survived = cuts.filter((c) => (c.problems as string[]).length === 0).length;
     const figures = {
       seed: SEED,
