@@ -115,14 +115,62 @@ export async function makeExt4(target: string, opts: MakeExt4Options = {}): Prom
   if (mode !== 0o755) await debugfsWrite(target, `sif / mode 0${(0o040000 | (mode & 0o7777)).toString(8)}`);
 }
 
+/** GROUP_FLAGS are ext4's block group flags (bg_flags), as dumpe2fs names them. */
+const GROUP_FLAGS: Record<string, number> = { INODE_UNINIT: 0x1, BLOCK_UNINIT: 0x2, ITABLE_ZEROED: 0x4 };
+
+/**
+ * growExt4 grows the ext4 filesystem on target (an unmounted image file or
+ * device, already made bigger) to fill it, with resize2fs. resize2fs leaves
+ * the new groups' inode tables to the kernel's lazy init thread, which
+ * writes zeros into them on the first rw mount: on a thin device that
+ * provisions pool blocks in every container (2 MiB a group). prezeroed says
+ * the grown part reads as zeros (the new range of a thin device in a pool
+ * that zeroes new blocks, the hole a sparse file was extended by): the new
+ * groups are then marked ITABLE_ZEROED with debugfs, as mkfs's
+ * assume_storage_prezeroed marks them, and lazy init leaves them alone.
+ * Returns how many groups were marked.
+ */
+export async function growExt4(target: string, opts: { prezeroed?: boolean } = {}): Promise<number> {
+  const before = ext4GroupFlags(await runTool('dumpe2fs', [target])).length;
+  await runTool('resize2fs', ['-f', target]);
+  if (opts.prezeroed !== true) return 0;
+  const groups = ext4GroupFlags(await runTool('dumpe2fs', [target]));
+  const requests: string[] = [];
+  for (let g = before; g < groups.length; g++) {
+    const flags = groups[g]!;
+    if ((flags & GROUP_FLAGS.ITABLE_ZEROED!) !== 0) continue;
+    requests.push(`set_bg ${g} flags ${flags | GROUP_FLAGS.ITABLE_ZEROED!}`, `set_bg ${g} checksum calc`);
+  }
+  if (requests.length === 0) return 0;
+  await debugfsRun(target, ['-w', '-f', '-', target], requests.join('\n') + '\n');
+  return requests.length / 2;
+}
+
+/** ext4GroupFlags reads every group's bg_flags from dumpe2fs's listing ("Group N: … [INODE_UNINIT, …]"), by group number. */
+export function ext4GroupFlags({ stdout }: { stdout: string }): number[] {
+  const flags: number[] = [];
+  for (const line of stdout.split('\n')) {
+    const m = /^Group (\d+): .*?(?:\[([A-Z_, ]*)\])?\s*$/.exec(line);
+    if (!m) continue;
+    let v = 0;
+    for (const name of (m[2] ?? '').split(',').map((n) => n.trim()).filter(Boolean)) v |= GROUP_FLAGS[name] ?? 0;
+    flags[Number(m[1])] = v;
+  }
+  return flags;
+}
+
 // debugfs reports request errors on stderr but exits 0, so any stderr line
 // other than its version banner is a failure.
 async function debugfsWrite(target: string, request: string): Promise<void> {
-  const { stderr } = await runTool('debugfs', ['-w', '-R', request, target]);
+  await debugfsRun(target, ['-w', '-R', request, target]);
+}
+
+async function debugfsRun(target: string, args: string[], input?: string): Promise<void> {
+  const { stderr } = await runTool('debugfs', args, { input });
   const problems = stderr
     .split('\n')
     .filter((l) => l.trim() !== '' && !/^debugfs \d/.test(l));
   if (problems.length > 0) {
-    throw new ToolError(`debugfs -w -R ${JSON.stringify(request)} ${target}: ${problems.join('; ')}`, 'debugfs', ['-w', '-R', request, target], 0, stderr);
+    throw new ToolError(`debugfs ${args.join(' ')} (${target}): ${problems.join('; ')}`, 'debugfs', args, 0, stderr);
   }
 }

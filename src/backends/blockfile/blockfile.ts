@@ -28,7 +28,7 @@ import type { Mount } from '../../snapshots/mount.js';
 import { isErrno } from '../../sys/errno.js';
 import { canReflink, cloneOrCopy } from '../../sys/reflink.js';
 import { allocatedBytes, readExt4Usage, readExt4UsageFd } from '../../sys/fsinfo.js';
-import { makeExt4, runTool } from '../../sys/exec.js';
+import { growExt4, makeExt4 } from '../../sys/exec.js';
 import { ext4ImageDamage } from '../../sys/ext4check.js';
 import { DataLossError } from '../../errdefs.js';
 import { attachLoop, canonicalPath, detachLoop, listLoops, releaseLoop, type LoopDevice } from '../../sys/loop.js';
@@ -393,7 +393,8 @@ export class BlockfileBackend implements Backend {
   private async grow(file: string, size: number): Promise<void> {
     if (size <= statSync(file).size) return;
     await fsp.truncate(file, size);
-    await runTool('resize2fs', ['-f', file]);
+    // The file grew by a hole, which reads as zeros.
+    await growExt4(file, { prezeroed: true });
   }
 
   private warnCopy(): void {

@@ -31,7 +31,7 @@ import type { CoreLogger } from '../../base/log.js';
 import { activate, devicePath, listDevices, removeDevice } from '../../sys/dm.js';
 import { createSnapAsync, createThin, poolStatus, thinTable } from '../../sys/dm-thin.js';
 import type { FreeSpace } from '../../core/backend.js';
-import { makeExt4, runTool } from '../../sys/exec.js';
+import { growExt4, makeExt4 } from '../../sys/exec.js';
 import { ext4ImageDamage } from '../../sys/ext4check.js';
 import { AlreadyExistsError, DataLossError, FailedPreconditionError, NotFoundError, ResourceExhaustedError, UnavailableError, errorMessage } from '../../errdefs.js';
 import { poolNameOf, validate, type DevmapperConfig } from './config.js';
@@ -167,7 +167,9 @@ export class DevmapperBackend implements Backend {
     this.checkInherited(snap, name);
     if (row.size > origin!.size) {
       // The new device is bigger than its origin: grow the filesystem to fill it.
-      await runTool('resize2fs', ['-f', devicePath(name)]);
+      // The range past the origin's size was never mapped: it reads as zeros,
+      // and stays so on a partial write only in a pool that zeroes new blocks.
+      await growExt4(devicePath(name), { prezeroed: this.pool?.zeroesNewBlocks === true });
       faultPoint('devmapper:create:after-activate');
     }
     this.store.write((tx) => setState(tx, snap.id, 'ready'));

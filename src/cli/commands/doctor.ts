@@ -208,7 +208,7 @@ async function dmChecks(required: boolean): Promise<Check[]> {
 }
 
 function toolsCheck(): Check {
-  const need = ['mkfs.ext4', 'e2fsck', 'resize2fs', 'debugfs'];
+  const need = ['mkfs.ext4', 'e2fsck', 'resize2fs', 'debugfs', 'dumpe2fs'];
   const missing = need.filter((t) => !onPath(t));
   return missing.length === 0
     ? { check: 'filesystem tools', status: 'ok', detail: need.join(', ') }

@@ -107,6 +107,8 @@ export function containerdConfig({ major, root, state, address, proxies = [], un
     }
   }
   if (v2 && diffOrder?.length) lines.push('', '[plugins."io.containerd.service.v1.diff-service"]', `  default = [${diffOrder.map(q).join(', ')}]`);
+  // TSBLOCK_BENCH_CONTAINERD_DEBUG=1: containerd logs at debug, e.g. its "diff applied" line with each layer's apply time (d=).
+  if (process.env.TSBLOCK_BENCH_CONTAINERD_DEBUG === '1') lines.push('', '[debug]', '  level = "debug"');
   return lines.join('\n') + '\n';
 }
 

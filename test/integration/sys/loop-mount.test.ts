@@ -4,7 +4,8 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { attachLoop, detachLoop, findLoopsFor, findLoopsUnder, loopBackingFile, loopStatus } from '../../../src/sys/loop.js';
 import { mountOne, mountsUnder, releaseMount, unmount, withTempMount } from '../../../src/sys/mount.js';
 import { blockDeviceSize, isBlockDevice } from '../../../src/sys/blockdev.js';
-import { makeExt4 } from '../../../src/sys/exec.js';
+import { growExt4, makeExt4 } from '../../../src/sys/exec.js';
+import { execFileSync } from 'node:child_process';
 import { readExt4Usage } from '../../../src/sys/fsinfo.js';
 import { isRoot, leaksUnder, makeWorkDir, rootReason, sparseFile } from './_fixtures.js';
 import { itableZeroed } from '../../helpers/ext4-groups.js';
@@ -177,6 +178,34 @@ describe.skipIf(!isRoot)(`loop devices and mounts (${rootReason})`, () => {
     expect(itableZeroed(dev.path)).toEqual({ groups: 16, zeroed: 16 });
     await makeExt4(img, { noLostFound: true, discard: true });
     expect(itableZeroed(img)).toEqual({ groups: 16, zeroed: 16 });
+  });
+
+  // resize2fs leaves a grown filesystem's new groups to lazy init; growExt4
+  // marks them zeroed only when told the grown range reads zeros, and leaves
+  // the groups that were there before as they were.
+  it('growExt4 marks only the grown groups zeroed, and only when told the new range reads zeros', async () => {
+    for (const prezeroed of [false, true]) {
+      const img = sparseFile(path.join(work, `grow-${prezeroed}.img`), 512 * MiB);
+      const dev = attachLoop(img);
+      attached.push(dev.path);
+      await makeExt4(dev.path, { noLostFound: true }); // on a device: no group marked
+      expect(itableZeroed(dev.path)).toEqual({ groups: 4, zeroed: 0 });
+      fs.truncateSync(img, 2048 * MiB);
+      detachLoop(dev.path);
+      attached.pop();
+      const grown = attachLoop(img);
+      attached.push(grown.path);
+      const marked = await growExt4(grown.path, { prezeroed });
+      expect(marked).toBe(prezeroed ? 12 : 0);
+      expect(itableZeroed(grown.path)).toEqual({ groups: 16, zeroed: prezeroed ? 12 : 0 });
+      // The descriptors' checksums were recomputed: e2fsck finds nothing to fix.
+      execFileSync('e2fsck', ['-fn', grown.path], { stdio: 'ignore' });
+      await withTempMount([{ type: 'ext4', source: grown.path, options: ['rw'] }], async (d) => {
+        fs.writeFileSync(path.join(d, 'f'), 'grown');
+        expect(fs.statfsSync(d).blocks * fs.statfsSync(d).bsize).toBeGreaterThan(1900 * MiB);
+      }, { parent: work });
+      execFileSync('e2fsck', ['-fn', grown.path], { stdio: 'ignore' });
+    }
   });
 
   it('withTempMount rejects anything but one mount', async () => {
