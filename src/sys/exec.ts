@@ -3,6 +3,8 @@
 // argument arrays through execa, never a shell; failures carry the command
 // line and the tail of stderr so a log line is enough to diagnose them.
 
+import { readExt4Groups } from './fsinfo.js';
+
 // execa is imported on first use: loading it costs the daemon ~10 MB of RSS
 // and ~15 ms of start-up, and a running blockfile daemon rarely spawns a
 // tool (mkfs once for the base image, resize2fs for a max-size label).
@@ -131,9 +133,12 @@ const GROUP_FLAGS: Record<string, number> = { INODE_UNINIT: 0x1, BLOCK_UNINIT: 0
  * Returns how many groups were marked.
  */
 export async function growExt4(target: string, opts: { prezeroed?: boolean } = {}): Promise<number> {
-  const before = ext4GroupFlags(await runTool('dumpe2fs', [target])).length;
+  if (opts.prezeroed !== true) {
+    await runTool('resize2fs', ['-f', target]);
+    return 0;
+  }
+  const before = readExt4Groups(target);
   await runTool('resize2fs', ['-f', target]);
-  if (opts.prezeroed !== true) return 0;
   const groups = ext4GroupFlags(await runTool('dumpe2fs', [target]));
   const requests: string[] = [];
   for (let g = before; g < groups.length; g++) {

@@ -59,6 +59,8 @@ export interface Ext4Superblock {
   blockSize: number;
   inodesUsed: number;
   blocksUsed: number;
+  /** groups is the number of block groups (s_first_data_block 0x14, s_blocks_per_group 0x20). */
+  groups: number;
 }
 
 /**
@@ -87,6 +89,7 @@ export function decodeExt4Superblock(buf: Buffer): Ext4Superblock {
     blockSize,
     inodesUsed: inodesCount - freeInodes,
     blocksUsed: blocksCount - freeBlocks,
+    groups: Math.ceil((blocksCount - buf.readUInt32LE(0x14)) / buf.readUInt32LE(0x20)),
   };
 }
 
@@ -106,6 +109,18 @@ export function readExt4Usage(imageFileOrDevice: string): Ext4Usage {
   const fd = fs.openSync(imageFileOrDevice, fs.constants.O_RDONLY);
   try {
     return readExt4UsageFd(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** readExt4Groups reads the number of block groups from an ext4 image file's or device's superblock. */
+export function readExt4Groups(imageFileOrDevice: string): number {
+  const fd = fs.openSync(imageFileOrDevice, fs.constants.O_RDONLY);
+  try {
+    const buf = Buffer.alloc(EXT4_SUPERBLOCK_SIZE);
+    const n = fs.readSync(fd, buf, 0, EXT4_SUPERBLOCK_SIZE, EXT4_SUPERBLOCK_OFFSET);
+    return decodeExt4Superblock(buf.subarray(0, n)).groups;
   } finally {
     fs.closeSync(fd);
   }
